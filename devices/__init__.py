@@ -1,0 +1,1 @@
+"""Device profiles and discovery of what this machine has (never imports TensorFlow)."""

@@ -1,0 +1,28 @@
+"""A 648-byte TFLite model (one RELU on a [1] float tensor) to check a backend really works."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+PROBE_MODEL = base64.b64decode(
+    "HAAAAFRGTDMUACAAHAAYABQAEAAMAAAACAAEABQAAAAcAAAAHAAAAHQAAAAkAQAANAEAADQCAAADAAAAAAAAAAIAAAA0AAAA"
+    "BAAAANz///8EAAAABAAAABMAAABDT05WRVJTSU9OX01FVEFEQVRBAAgADAAIAAQACAAAAAMAAAAEAAAAEwAAAG1pbl9ydW50"
+    "aW1lX3ZlcnNpb24ABQAAAKwAAACkAAAAnAAAAHwAAAAEAAAAkv///wQAAABgAAAAEAAAAAAAAAAIAA4ACAAEAAgAAAAQAAAA"
+    "JAAAAAAABgAIAAQABgAAAAQAAAAAAAAADAAYABQAEAAMAAQADAAAABdy5jYteV/qAwAAAAIAAAAEAAAABgAAADIuMjEuMAAA"
+    "AAAGAAgABAAGAAAABAAAABAAAAAxLjUuMAAAAAAAAAAAAAAA9P7///j+///8/v//DwAAAE1MSVIgQ29udmVydGVkLgABAAAA"
+    "FAAAAAAADgAYABQAEAAMAAgABAAOAAAAFAAAABwAAABIAAAATAAAAFAAAAAEAAAAbWFpbgAAAAABAAAAEAAAAAAACgAMAAAA"
+    "CAAEAAoAAAAIAAAADAAAAAEAAAABAAAAAQAAAAAAAAABAAAAAQAAAAEAAAAAAAAAAgAAAFQAAAAEAAAAyv///wAAAAEQAAAA"
+    "EAAAAAIAAAAYAAAAtP///wgAAABJZGVudGl0eQAAAAABAAAAAQAAAAAAFgAYABQAAAAQAAwACAAAAAAAAAAHABYAAAAAAAAB"
+    "FAAAABQAAAABAAAAFAAAAAQABAAEAAAAAQAAAHgAAAABAAAAAQAAAAEAAAAQAAAADAAMAAsAAAAAAAQADAAAABMAAAAAAAAT"
+)
+
+
+def probe_interpreter(interpreter_cls: Any, np: Any) -> None:
+    """Create, run and check an interpreter on :data:`PROBE_MODEL`; raises whatever the backend raises."""
+    it = interpreter_cls(model_content=PROBE_MODEL)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], np.array([-1.0], dtype=np.float32))
+    it.invoke()
+    if float(it.get_tensor(it.get_output_details()[0]["index"])[0]) != 0.0:
+        raise RuntimeError("probe model gave a wrong result")

@@ -1,0 +1,99 @@
+"""The ``edgesdk`` command line.
+
+Commands are registered explicitly in :data:`COMMANDS` (name to module). Each module has
+``register(subparsers, common)`` adding its parser(s) with ``set_defaults(func=...)``; the
+function takes ``(args, out)`` and returns an exit code. A module that is not installed
+(an app not yet built) simply does not appear. Modules import heavy dependencies lazily,
+inside the command function, so ``edgesdk --help`` and the device side stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from sdk import __version__
+from sdk.cli.output import Output
+from sdk.errors import EdgeSDKError
+
+# command -> module; order is the order in --help
+COMMANDS: dict[str, str] = {
+    "convert": "converters.cli",
+    "inspect": "sdk.cli.inspect_cmd",
+    "bench": "sdk.cli.bench",
+    "devices": "devices.cli",
+    "trigger-word": "apps.trigger_word.cli",
+    "detect": "apps.detect.cli",
+    "face": "apps.face.cli",
+    "eval": "sdk.cli.app_commands",
+    "models": "sdk.models_cli",
+    "demo": "sdk.cli.demo",
+}
+
+log = logging.getLogger("edgesdk")
+
+
+def common_parent() -> argparse.ArgumentParser:
+    """Options every command takes (``--json``, ``-v``, ``-q``), usable after the command name."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help="print one JSON object per line on stdout")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_parent()
+    parser = argparse.ArgumentParser(
+        prog="edgesdk",
+        description="Take Keras models to small devices: convert, inspect, benchmark and run apps.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgesdk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    seen: set[str] = set()
+    for module_name in COMMANDS.values():
+        if module_name in seen:
+            continue
+        seen.add(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                continue  # that part of the SDK is not installed/built
+            raise
+        module.register(sub, common)
+    return parser
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("edgesdk").setLevel(level)
+    if verbose < 2:
+        for noisy in ("absl", "tensorflow", "h5py"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    out = Output(json_mode=getattr(args, "json", False))
+    try:
+        return int(args.func(args, out) or 0)
+    except EdgeSDKError as e:
+        print(f"edgesdk: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgesdk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

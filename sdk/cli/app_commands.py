@@ -1,0 +1,35 @@
+"""``edgesdk eval APP`` and ``edgesdk train APP``: each app adds its own sub-command.
+
+An app's ``apps/<app>/cli.py`` may define ``register_eval(sub, common)`` and
+``register_train(sub, common)``; apps that are not installed are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+APPS = ("apps.trigger_word.cli", "apps.detect.cli", "apps.face.cli")
+
+
+def _app_modules():
+    for name in APPS:
+        try:
+            yield importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue
+            raise
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    ev = sub.add_parser("eval", help="measure an app's metric on a labelled set, float vs converted", formatter_class=fmt)
+    ev_sub = ev.add_subparsers(dest="app", metavar="APP", required=True)
+    tr = sub.add_parser("train", help="host-side recipes that rebuild the shipped default models", formatter_class=fmt)
+    tr_sub = tr.add_subparsers(dest="app", metavar="APP", required=True)
+    for mod in _app_modules():
+        if hasattr(mod, "register_eval"):
+            mod.register_eval(ev_sub, common)
+        if hasattr(mod, "register_train"):
+            mod.register_train(tr_sub, common)
