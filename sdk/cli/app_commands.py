@@ -1,7 +1,8 @@
 """``edgesdk eval APP`` and ``edgesdk train APP``: each app adds its own sub-command.
 
-An app's ``apps/<app>/cli.py`` may define ``register_eval(sub, common)`` and
-``register_train(sub, common)``; apps that are not installed are skipped.
+An app's ``apps/<app>/cli.py`` may define ``register_eval(sub, common)`` and its
+``apps/<app>/train.py`` ``register_train(sub, common)`` (TensorFlow imported lazily inside);
+apps that are not installed are skipped.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 
-APPS = ("apps.trigger_word.cli", "apps.detect.cli", "apps.face.cli")
+APPS = ("trigger_word", "detect", "face")
 
 
-def _app_modules():
-    for name in APPS:
+def _app_modules(kind: str):
+    for app in APPS:
+        name = f"apps.{app}.{kind}"
         try:
             yield importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -28,8 +30,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ev_sub = ev.add_subparsers(dest="app", metavar="APP", required=True)
     tr = sub.add_parser("train", help="host-side recipes that rebuild the shipped default models", formatter_class=fmt)
     tr_sub = tr.add_subparsers(dest="app", metavar="APP", required=True)
-    for mod in _app_modules():
+    for mod in _app_modules("cli"):
         if hasattr(mod, "register_eval"):
             mod.register_eval(ev_sub, common)
+    for mod in _app_modules("train"):
         if hasattr(mod, "register_train"):
             mod.register_train(tr_sub, common)
