@@ -1,0 +1,229 @@
+"""Image preprocessing shared by training and the device: letterbox, normalisation, channel order.
+
+This module is the ONE place where an image becomes a model input, so a model trained with
+it sees exactly what it sees on the device. The detect model card's ``input`` mapping
+describes it:
+
+``size: [w, h]``
+    Model input width and height in pixels (default: read from the input tensor shape).
+``letterbox: true``
+    Keep the aspect ratio: scale the image to fit inside ``size`` and pad the rest with
+    grey (114), centred as Ultralytics does. ``false`` stretches to ``size``.
+``mean: [r, g, b]`` and ``std: [r, g, b]``
+    Per-channel normalisation in pixel units (0–255): ``x = (pixel - mean) / std``, in the
+    model's channel order. A scalar applies to every channel. Default ``mean: 0``,
+    ``std: 255`` (inputs in [0, 1], as YOLOv5/v8 expect).
+``channel_order: rgb``
+    ``rgb`` (default) or ``bgr``; frames arrive BGR from OpenCV and are swapped when needed.
+
+Boxes found in the model's input pixels go back to original-image pixels with
+:meth:`Letterbox.unmap`; :meth:`Letterbox.map` does the forward direction (training labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sdk.errors import ConfigError
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image of ``src_w × src_h`` was placed in the model input.
+
+    ``model = original * scale + pad`` (x uses ``scale`` and ``pad_x``; y uses ``scale_y``,
+    equal to ``scale`` unless the image was stretched, and ``pad_y``).
+    """
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    src_w: int = 0
+    src_h: int = 0
+    scale_y: float | None = None
+
+    @property
+    def sy(self) -> float:
+        return self.scale if self.scale_y is None else self.scale_y
+
+    def unmap(self, boxes_xyxy: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Boxes ``[N, 4]`` (x1, y1, x2, y2) in model-input pixels → original-image pixels.
+
+        Args:
+            boxes_xyxy: Float array ``[N, 4]``.
+            clip: Clip to the original image when its size is known.
+
+        Returns:
+            A new float32 array ``[N, 4]``.
+        """
+        b = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        out = np.empty_like(b)
+        out[:, 0::2] = (b[:, 0::2] - self.pad_x) / self.scale
+        out[:, 1::2] = (b[:, 1::2] - self.pad_y) / self.sy
+        if clip and self.src_w and self.src_h:
+            np.clip(out[:, 0::2], 0, self.src_w, out=out[:, 0::2])
+            np.clip(out[:, 1::2], 0, self.src_h, out=out[:, 1::2])
+        return out
+
+    def map(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Boxes ``[N, 4]`` in original-image pixels → model-input pixels (for training labels)."""
+        b = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        out = np.empty_like(b)
+        out[:, 0::2] = b[:, 0::2] * self.scale + self.pad_x
+        out[:, 1::2] = b[:, 1::2] * self.sy + self.pad_y
+        return out
+
+
+class Letterboxer:
+    """Letterboxes images into one preallocated ``(h, w, 3)`` uint8 buffer (no per-frame allocation).
+
+    The returned array is the internal buffer: copy it if you keep it past the next call.
+
+    Args:
+        size: Model input ``(w, h)``.
+        color: Padding grey level.
+        keep_aspect: ``False`` stretches to ``size`` instead of padding.
+    """
+
+    def __init__(self, size: Sequence[int], color: int = PAD_VALUE, keep_aspect: bool = True) -> None:
+        w, h = _size(size)
+        self.size = (w, h)
+        self.color = color
+        self.keep_aspect = keep_aspect
+        self._buf = np.full((h, w, 3), color, dtype=np.uint8)
+        self._last: tuple[int, int, int, int] | None = None  # region written last time
+
+    def __call__(self, img: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        import cv2
+
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"letterbox expects an (H, W, 3) image, got shape {img.shape}")
+        w, h = self.size
+        sh, sw = img.shape[:2]
+        if not self.keep_aspect:
+            cv2.resize(img, (w, h), dst=self._buf, interpolation=cv2.INTER_LINEAR)
+            return self._buf, Letterbox(w / sw, 0.0, 0.0, sw, sh, h / sh)
+        r = min(w / sw, h / sh)
+        nw, nh = min(w, round(sw * r)), min(h, round(sh * r))
+        px, py = (w - nw) // 2, (h - nh) // 2
+        region = (px, py, nw, nh)
+        if region != self._last:  # only repaint the border when the geometry changes
+            self._buf[:] = self.color
+            self._last = region
+        dst = self._buf[py : py + nh, px : px + nw]
+        if (nw, nh) == (sw, sh):
+            dst[:] = img
+        else:
+            interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
+            dst[:] = cv2.resize(img, (nw, nh), interpolation=interp)
+        # the exact per-axis scale of the resized region (rounding makes it differ slightly from r)
+        return self._buf, Letterbox(nw / sw, float(px), float(py), sw, sh, nh / sh)
+
+
+def letterbox(img: np.ndarray, size: Sequence[int], color: int = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
+    """Fit ``img`` (H, W, 3) into ``size`` ``(w, h)`` keeping its aspect ratio, padding with ``color``.
+
+    Returns:
+        A new ``(h, w, 3)`` array and the :class:`Letterbox` mapping back to ``img``.
+    """
+    out, lb = Letterboxer(size, color)(img)
+    return out.copy(), lb
+
+
+def _size(size: Sequence[int]) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in size)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"image size must be [width, height], got {size!r}") from e
+    if w < 1 or h < 1:
+        raise ConfigError(f"image size must be positive, got {size!r}")
+    return w, h
+
+
+def _per_channel(value: Any, name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    if arr.size == 1:
+        arr = np.repeat(arr, 3)
+    if arr.size != 3:
+        raise ConfigError(f"card input.{name} must be a number or 3 numbers, got {value!r}")
+    return arr
+
+
+def normalize(
+    img: np.ndarray,
+    mean: Any = 0.0,
+    std: Any = 255.0,
+    channel_order: str = "rgb",
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """BGR uint8 image → float32 ``(pixel - mean) / std`` in ``channel_order``.
+
+    Args:
+        img: ``(H, W, 3)`` BGR uint8 (OpenCV order).
+        mean: Per-channel mean in pixel units, in the model's channel order.
+        std: Per-channel std in pixel units.
+        channel_order: ``"rgb"`` or ``"bgr"``.
+        out: Optional float32 buffer of the same shape to write into.
+
+    Returns:
+        ``out`` (or a new array) holding the normalised image.
+    """
+    order = channel_order.lower()
+    if order not in ("rgb", "bgr"):
+        raise ConfigError(f"card input.channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    inv = 1.0 / _per_channel(std, "std")
+    shift = -_per_channel(mean, "mean") * inv
+    src = img[..., ::-1] if order == "rgb" else img
+    if out is None:
+        out = np.empty(img.shape, dtype=np.float32)
+    np.multiply(src, inv, out=out, casting="unsafe")
+    out += shift
+    return out
+
+
+class Preprocessor:
+    """The card's ``input`` recipe as one callable: BGR frame → ``[1, h, w, 3]`` float32 + Letterbox.
+
+    Buffers are allocated once; the returned tensor is reused by the next call.
+
+    Args:
+        size: Model input ``(w, h)``.
+        letterbox: Keep aspect ratio with padding (``False``: stretch).
+        mean, std, channel_order: As in :func:`normalize`.
+    """
+
+    def __init__(self, size: Sequence[int], letterbox: bool = True, mean: Any = 0.0, std: Any = 255.0, channel_order: str = "rgb") -> None:
+        self.size = _size(size)
+        self.mean, self.std, self.channel_order = mean, std, channel_order
+        normalize(np.zeros((1, 1, 3), np.uint8), mean, std, channel_order)  # validate once, early
+        self._boxer = Letterboxer(self.size, keep_aspect=bool(letterbox))
+        w, h = self.size
+        self._tensor = np.empty((1, h, w, 3), dtype=np.float32)
+
+    @classmethod
+    def from_card_input(cls, spec: Mapping[str, Any] | None, default_size: Sequence[int] | None = None) -> Preprocessor:
+        """Build from a card's ``input`` mapping; ``default_size`` (w, h) when it has no ``size``.
+
+        Raises:
+            ConfigError: On unknown keys or invalid values.
+        """
+        spec = dict(spec or {})
+        known = {"size", "letterbox", "mean", "std", "channel_order"}
+        unknown = sorted(set(spec) - known - {"layout", "dtype"})
+        if unknown:
+            raise ConfigError(f"card input has unknown keys {unknown}; expected {sorted(known)}")
+        size = spec.get("size", default_size)
+        if size is None:
+            raise ConfigError("card input.size is missing and the model input shape does not give it")
+        return cls(size, bool(spec.get("letterbox", True)), spec.get("mean", 0.0), spec.get("std", 255.0), spec.get("channel_order", "rgb"))
+
+    def __call__(self, img: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        boxed, lb = self._boxer(img)
+        normalize(boxed, self.mean, self.std, self.channel_order, out=self._tensor[0])
+        return self._tensor, lb
