@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sdk.errors import BackendUnavailableError
 
@@ -80,9 +81,22 @@ def find_backend(name: str | None = None) -> Backend:
 
 
 def available_backends() -> dict[str, str]:
-    """Backend name to version, or to the reason it cannot be used."""
+    """Backend name to version, or to the reason it cannot be used.
+
+    TensorFlow is only looked up, not imported (that takes seconds and floods stderr).
+    """
+    import importlib.metadata
+    import importlib.util
+
     out = {}
     for candidate in ORDER:
+        top = candidate.split(".")[0]
+        if importlib.util.find_spec(top) is None:
+            out[candidate] = "not installed"
+            continue
+        if candidate == "tensorflow":
+            out[candidate] = f"{importlib.metadata.version('tensorflow')} (installed, not imported)"
+            continue
         try:
             out[candidate] = load_backend(candidate).version
         except BackendUnavailableError as e:

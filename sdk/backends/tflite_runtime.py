@@ -9,10 +9,9 @@ INSTALL_HINT = "tflite-runtime 2.14 needs NumPy < 2; prefer `pip install ai-edge
 
 
 def load() -> Backend:
+    import numpy as np
     import tflite_runtime
     from tflite_runtime import interpreter
-
-    import numpy as np
 
     # Under NumPy 2 the import succeeds but every Interpreter() fails (_ARRAY_API not found):
     # probe with the smallest valid model so the failure shows here, not later.
