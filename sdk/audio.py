@@ -22,7 +22,7 @@ Conventions (fixed, documented here because a model is trained against them):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -87,10 +87,7 @@ class FeatureParams:
         """
         from sdk.config import from_dict
 
-        if not isinstance(data, dict):
-            raise ConfigError(f"input.features: expected a mapping of feature parameters, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        return from_dict(cls, {k: v for k, v in data.items() if k in known or True})
+        return from_dict(cls, data, "input.features")
 
 
 def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
