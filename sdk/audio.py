@@ -238,6 +238,9 @@ class Resampler:
     def process(self, x: np.ndarray) -> np.ndarray:
         """Resample the next chunk; returns every output sample now fully determined."""
         x = np.asarray(x, dtype=np.float32).reshape(-1)
+        if self.up == self.down:  # equal rates: exact pass-through
+            self._received += x.shape[0]
+            return x.copy()
         self._buf = np.concatenate([self._buf, x])
         self._received += x.shape[0]
         # output n needs input up to base(n) + half, which must have arrived
@@ -247,6 +250,8 @@ class Resampler:
 
     def flush(self) -> np.ndarray:
         """Outputs left after the input ends (the input is continued with silence)."""
+        if self.up == self.down:
+            return np.zeros(0, dtype=np.float32)
         total = -(-(self._received * self.up) // self.down)
         self._buf = np.concatenate([self._buf, np.zeros(2 * self.half, dtype=np.float32)])
         return self._produce(total)

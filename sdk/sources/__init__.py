@@ -1,0 +1,1 @@
+"""Sources: context managers that iterate timestamped audio chunks or video frames."""
