@@ -1,0 +1,1 @@
+"""Trigger-word app: stream audio from a microphone or file and report a spoken word."""

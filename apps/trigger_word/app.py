@@ -1,0 +1,267 @@
+"""Streaming trigger-word detector (device side; never imports TensorFlow).
+
+Model card contract, written by the training recipe through :func:`card_fields` and read
+here, so a ``.tflite`` carries everything the detector needs::
+
+    task: trigger-word
+    input:
+      features: {sample_rate: 16000, window_ms: 25, hop_ms: 10, n_fft: 512, n_mels: 40,
+                 fmin: 20, fmax: 7600, kind: logmel, n_mfcc: 13, log_floor: 1.0e-06}
+      window_s: 1.0     # seconds of audio the model sees per inference
+      hop_s: 0.1        # seconds between inferences
+    output:
+      word: activate
+      threshold: 0.5    # default detection threshold (chosen on validation)
+      smoothing: 1      # optional: mean of the last k scores is compared to the threshold
+      refractory_s: 1.0 # optional: no second event within this many seconds
+
+Model input: ``sdk.audio.LogMel(FeatureParams.from_dict(input.features))`` applied to the
+last ``round(window_s * sample_rate)`` samples, giving ``[frames, n_features]``; it is
+reshaped to the model's input shape (``[1, frames, n]``, ``[1, frames, n, 1]``... any shape
+with the same number of values). Model output: a single score (``[1, 1]``) or a per-time-step
+sequence (``[1, T, 1]`` or ``[1, T]``, the course architecture); for a sequence the score of an
+inference is the maximum over the steps that cover the newest ``hop_s`` of audio.
+
+Inference happens when the absolute sample count reaches a multiple of the hop (once the
+first full window has arrived), so chunk sizes never change the events. An event's ``time``
+is the stream time of that hop boundary: seconds of audio since the stream began.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.audio import FeatureParams, LogMel
+from sdk.card import ModelCard
+from sdk.errors import ConfigError, ModelFormatError
+from sdk.runner import Runner
+from sdk.types import AudioChunk
+
+log = logging.getLogger("edgesdk.trigger_word")
+
+DEFAULT_SMOOTHING = 1
+DEFAULT_REFRACTORY_S = 1.0
+
+
+def card_fields(word: str, params: FeatureParams, window_s: float, hop_s: float, threshold: float, **output: Any) -> dict[str, Any]:
+    """Task-specific card fields for a trigger-word model.
+
+    Use as ``ModelCard(**card_fields(...), license=..., notes=...)``.
+
+    Args:
+        word: The trigger word.
+        params: Feature parameters used in training.
+        window_s: Seconds of audio per model input.
+        hop_s: Seconds between inferences.
+        threshold: Default detection threshold.
+        **output: Extra ``output`` keys (``smoothing``, ``refractory_s``...).
+
+    Returns:
+        ``{"task": "trigger-word", "input": {...}, "output": {...}}``.
+    """
+    return {
+        "task": "trigger-word",
+        "input": {"features": params.to_dict(), "window_s": float(window_s), "hop_s": float(hop_s)},
+        "output": {"word": str(word), "threshold": float(threshold), **output},
+    }
+
+
+class _Ring:
+    """Fixed-size sample history with a contiguous view of the newest ``size`` samples.
+
+    Every sample is stored twice (at ``i`` and ``i + size``), so the window is always one
+    slice, never a copy or a roll.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buf = np.zeros(2 * size, dtype=np.float32)
+        self.pos = 0
+
+    def write(self, x: np.ndarray) -> None:
+        n = x.shape[0]
+        if n >= self.size:
+            x, n = x[-self.size :], self.size
+        first = min(n, self.size - self.pos)
+        for off in (0, self.size):
+            self.buf[self.pos + off : self.pos + off + first] = x[:first]
+            self.buf[off : off + n - first] = x[first:]
+        self.pos = (self.pos + n) % self.size
+
+    def window(self) -> np.ndarray:
+        return self.buf[self.pos : self.pos + self.size]
+
+
+class TriggerLogic:
+    """Threshold, smoothing and refractory period over a stream of raw scores.
+
+    Shared by the detector and the evaluation's threshold sweep, so both decide alike.
+    """
+
+    def __init__(self, threshold: float, smoothing: int = DEFAULT_SMOOTHING, refractory_s: float = DEFAULT_REFRACTORY_S) -> None:
+        if smoothing < 1:
+            raise ConfigError(f"smoothing: expected an integer >= 1, got {smoothing}")
+        if refractory_s < 0:
+            raise ConfigError(f"refractory_s: expected >= 0 seconds, got {refractory_s}")
+        self.threshold = float(threshold)
+        self.smoothing = int(smoothing)
+        self.refractory_s = float(refractory_s)
+        self.reset()
+
+    def reset(self) -> None:
+        self._recent = np.zeros(self.smoothing, dtype=np.float64)
+        self._count = 0
+        self._last_event = -math.inf
+
+    def update(self, time: float, score: float) -> float | None:
+        """Add one raw score; returns the smoothed score when it triggers, else ``None``."""
+        self._recent[self._count % self.smoothing] = score
+        self._count += 1
+        smoothed = float(self._recent[: min(self._count, self.smoothing)].mean())
+        if smoothed >= self.threshold and time - self._last_event >= self.refractory_s:
+            self._last_event = time
+            return smoothed
+        return None
+
+
+class TriggerWordDetector:
+    """Streams audio through a trigger-word model and yields detection events.
+
+    Args:
+        model: A :class:`Runner`, or a ``.tflite`` path/bytes (then ``runner_kwargs`` apply).
+        threshold: Detection threshold (default: the card's ``output.threshold``).
+        smoothing: Scores averaged before thresholding (default: card, else 1).
+        refractory_s: Minimum seconds between events (default: card, else 1.0).
+        word: Word reported in events (default: the card's ``output.word``).
+        runner_kwargs: Passed to :class:`Runner` when ``model`` is a path.
+
+    Raises:
+        ModelFormatError: When the model has no trigger-word card or its shapes disagree.
+    """
+
+    def __init__(
+        self,
+        model: Runner | str | Path | bytes,
+        threshold: float | None = None,
+        smoothing: int | None = None,
+        refractory_s: float | None = None,
+        word: str | None = None,
+        runner_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.runner = model if isinstance(model, Runner) else Runner(model, **(runner_kwargs or {}))
+        card = self.runner.card
+        name = self.runner.name
+        if card is None or card.task != "trigger-word":
+            got = "no model card" if card is None else f"task {card.task!r}"
+            raise ModelFormatError(
+                f"{name}: expected a trigger-word model card (task: trigger-word, input.features, window_s, hop_s), got {got}; "
+                "train one with `edgesdk train trigger-word` or embed a card built with apps.trigger_word.app.card_fields"
+            )
+        self.card: ModelCard = card
+        self._read_input(card, name)
+        out = card.output
+        self.word = word or str(out.get("word", "trigger"))
+        thr = threshold if threshold is not None else out.get("threshold", 0.5)
+        self.logic = TriggerLogic(
+            float(thr),
+            int(smoothing if smoothing is not None else out.get("smoothing", DEFAULT_SMOOTHING)),
+            float(refractory_s if refractory_s is not None else out.get("refractory_s", DEFAULT_REFRACTORY_S)),
+        )
+        self._ring = _Ring(self.window_samples)
+        self.reset()
+
+    def _read_input(self, card: ModelCard, name: str) -> None:
+        inp = card.input
+        try:
+            self.params = FeatureParams.from_dict(dict(inp["features"]))
+            window_s, hop_s = float(inp["window_s"]), float(inp["hop_s"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFormatError(f"{name}: card input needs features, window_s and hop_s ({e}); got {sorted(inp)}") from e
+        self.sample_rate = self.params.sample_rate
+        self.window_samples = int(round(window_s * self.sample_rate))
+        self.hop_samples = int(round(hop_s * self.sample_rate))
+        if self.hop_samples <= 0 or self.window_samples < self.params.win_length:
+            raise ModelFormatError(f"{name}: card window_s={window_s} / hop_s={hop_s} too small for the features")
+        self.features = LogMel(self.params)
+        self.n_frames = self.features.frames_for(self.window_samples)
+        spec = self.runner.inputs[0]
+        want = self.n_frames * self.params.n_features
+        if int(np.prod(spec.shape)) != want:
+            raise ModelFormatError(
+                f"{name}: input {spec.name!r} has shape {list(spec.shape)} but the card's window gives "
+                f"{self.n_frames} frames x {self.params.n_features} features = {want} values"
+            )
+        self._input_shape = spec.shape
+
+    @property
+    def threshold(self) -> float:
+        return self.logic.threshold
+
+    @property
+    def hop_s(self) -> float:
+        return self.hop_samples / self.sample_rate
+
+    def reset(self) -> None:
+        """Forget the stream: time restarts at 0."""
+        self._total = 0
+        self._ring.buf[:] = 0.0
+        self._ring.pos = 0
+        self.logic.reset()
+
+    def score_window(self, window: np.ndarray) -> float:
+        """Raw score of one window of ``window_samples`` samples."""
+        feats = self.features(window).reshape(self._input_shape)
+        out = self.runner.run(feats)[0]
+        seq = np.asarray(out, dtype=np.float32).reshape(-1)
+        if seq.shape[0] == 1:
+            return float(seq[0])
+        # a per-time-step output: the steps covering the newest hop are what is new
+        k = max(1, int(math.ceil(seq.shape[0] * self.hop_samples / self.window_samples)))
+        return float(seq[-k:].max())
+
+    def _steps(self, samples: np.ndarray) -> Iterator[tuple[float, float]]:
+        """Feed samples; yield ``(time, raw score)`` at each hop boundary reached."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        i = 0
+        while i < x.shape[0]:
+            to_hop = self.hop_samples - self._total % self.hop_samples
+            take = min(to_hop, x.shape[0] - i)
+            self._ring.write(x[i : i + take])
+            self._total += take
+            i += take
+            if self._total % self.hop_samples == 0 and self._total >= self.window_samples:
+                yield self._total / self.sample_rate, self.score_window(self._ring.window())
+
+    def scores(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores (no smoothing, no events) at each hop boundary in ``samples``.
+
+        Returns:
+            ``(times, scores)`` float64 arrays; continues the current stream.
+        """
+        pairs = list(self._steps(samples))
+        arr = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+        return arr[:, 0], arr[:, 1]
+
+    def process(self, samples: np.ndarray | AudioChunk) -> list[dict[str, Any]]:
+        """Feed any number of samples (at ``sample_rate``); returns the events they complete."""
+        if isinstance(samples, AudioChunk):
+            if samples.sample_rate != self.sample_rate:
+                raise ConfigError(f"audio chunk at {samples.sample_rate} Hz, model expects {self.sample_rate} Hz; resample the source")
+            samples = samples.samples
+        events = []
+        for t, score in self._steps(samples):
+            fired = self.logic.update(t, score)
+            if fired is not None:
+                events.append({"event": "trigger", "word": self.word, "time": round(t, 3), "score": round(fired, 4)})
+        return events
+
+    def run(self, chunks: Iterable[AudioChunk | np.ndarray]) -> Iterator[dict[str, Any]]:
+        """Events from a source (an iterable of chunks), as they happen."""
+        for chunk in chunks:
+            yield from self.process(chunk)
