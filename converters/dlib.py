@@ -1,0 +1,489 @@
+"""Import dlib DNN models (``.dat``) as Keras models.
+
+dlib serializes a network as nested wrappers (see ``dlib/dnn/core.h`` and ``serialize.h``):
+the loss layer first (an int version, the loss details), then, from the top of the network
+down, one int version per wrapper (``add_layer`` 2, ``add_tag_layer``/``add_skip_layer`` 1,
+the ``add_layer`` directly over the input 2 or 3), then the input layer, then — unwinding
+from the bottom up — each ``add_layer``'s layer details and training state. Integers are
+a control byte (sign bit 0x80, byte count in the low nibble) then little-endian bytes;
+floats are an integer mantissa and exponent (``mantissa * 2**exponent``); tensors are an
+int version 2, four longs (n, k, nr, nc) and raw little-endian float32 in NCHW order.
+
+Tags and skips serialize identically and carry no id, so the graph is recovered from the
+layer sequence with the residual patterns dlib's ResNet examples use: ``tag1 … add_prev1``
+(identity shortcut) and ``tag1 … tag2 skip1 avg_pool add_prev2`` (downsampling shortcut).
+
+Supported layer details: ``input_rgb_image_sized``/``input_rgb_image``, ``con_4..6``,
+``affine_``, ``relu_``, ``add_prev_``, ``max_pool_2``, ``avg_pool_2`` (including
+``avg_pool_everything``), ``fc_2``/``fc_3`` and the ``loss_metric_2`` loss. Anything else
+raises :class:`~sdk.errors.ModelFormatError` naming every unsupported layer in the file.
+
+Usage::
+
+    net = read_dat("dlib_face_recognition_resnet_model_v1.dat")   # no TensorFlow needed
+    model = load_dlib_as_keras("dlib_face_recognition_resnet_model_v1.dat")
+    # model input: float32 [N, NR, NC, 3] RGB pixels 0..255; output: [N, 128] descriptors
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.errors import ModelFormatError
+
+SUPPORTED = (
+    "input_rgb_image_sized", "input_rgb_image", "con_4", "con_5", "con_6", "affine_", "relu_",
+    "add_prev_", "max_pool_2", "avg_pool_2", "fc_2", "fc_3", "loss_metric_2",
+)
+_NAME = re.compile(rb"[a-z][a-z0-9_]{2,40}")
+
+
+@dataclass
+class DlibLayer:
+    """One node of a dlib network in forward order.
+
+    ``kind`` is ``input``, ``con``, ``affine``, ``relu``, ``add_prev``, ``max_pool``,
+    ``avg_pool``, ``fc`` or ``marker`` (a tag or skip wrapper; which one is resolved by the
+    Keras builder). ``params`` holds scalars, ``weights`` NumPy arrays.
+    """
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class DlibNet:
+    """A parsed dlib network: the loss details and the layers from the input up."""
+
+    loss: dict[str, Any]
+    layers: list[DlibLayer]
+    path: str = ""
+
+    @property
+    def input(self) -> DlibLayer:
+        return self.layers[0]
+
+    def summary(self) -> str:
+        """One line per layer, like dlib's ``operator<<`` but bottom-up."""
+        lines = []
+        for i, layer in enumerate(self.layers):
+            shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in layer.weights.items())
+            lines.append(f"{i:3d} {layer.kind:9s} {layer.params} {shapes}".rstrip())
+        return "\n".join(lines)
+
+
+class _Stream:
+    """Reads dlib's primitive encodings from bytes."""
+
+    def __init__(self, data: bytes, where: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.where = where
+
+    def fail(self, what: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.where}: not a dlib DNN file this reader understands: {what} at byte {self.pos}")
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise self.fail("unexpected end of file")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def int(self) -> int:
+        ctrl = self.byte()
+        size = ctrl & 0x0F
+        if size > 8:
+            raise self.fail(f"bad integer control byte 0x{ctrl:02x}")
+        raw = self.take(size)
+        value = int.from_bytes(raw, "little")
+        return -value if ctrl & 0x80 else value
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise self.fail(f"unexpected end of file (wanted {n} bytes)")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def float(self) -> float:
+        mantissa = self.int()
+        exponent = self.int()
+        # float_details reserves these exponents for inf, -inf and NaN
+        special = {32000: np.inf, 32001: -np.inf, 32002: np.nan}
+        if exponent in special:
+            return float(special[exponent])
+        return float(mantissa) * 2.0**exponent
+
+    def string(self) -> str:
+        n = self.int()
+        return self.take(n).decode("latin-1")
+
+    def bool(self) -> bool:
+        ch = self.byte()
+        if ch not in (0x30, 0x31):
+            self.pos -= 1
+            raise self.fail(f"expected a bool ('0'/'1'), got 0x{ch:02x}")
+        return ch == 0x31
+
+    def tensor(self) -> np.ndarray:
+        version = self.int()
+        if version != 2:
+            raise self.fail(f"tensor version {version} (expected 2)")
+        shape = tuple(self.int() for _ in range(4))
+        count = int(np.prod(shape))
+        arr = np.frombuffer(self.take(4 * count), dtype="<f4").astype(np.float32)
+        return arr.reshape(shape)
+
+    def alias(self) -> tuple[int, int, int, int]:
+        version = self.int()
+        if version != 1:
+            raise self.fail(f"alias_tensor version {version} (expected 1)")
+        return tuple(self.int() for _ in range(4))  # type: ignore[return-value]
+
+    def peek_string(self) -> str | None:
+        """The string at the current position if it looks like a layer name, else None."""
+        start = self.pos
+        try:
+            n = self.int()
+            if not 3 < n <= 40:
+                return None
+            raw = self.take(n)
+            return raw.decode("ascii") if _NAME.fullmatch(raw) else None
+        except ModelFormatError:
+            return None
+        finally:
+            self.pos = start
+
+
+def _unsupported(data: bytes, name: str) -> list[str]:
+    """Every layer-name-looking string in ``data`` that this reader does not support."""
+    found = {name}
+    for m in re.finditer(rb"\x01([\x04-\x28])([a-z][a-z0-9_]+_[0-9a-z]*)", data):
+        if len(m.group(2)) == m.group(1)[0]:
+            found.add(m.group(2).decode())
+    return sorted(n for n in found if n not in SUPPORTED)
+
+
+def _read_details(s: _Stream) -> DlibLayer:
+    name = s.string()
+    reader = _READERS.get(name)
+    if reader is None:
+        bad = _unsupported(s.data, name)
+        raise ModelFormatError(
+            f"{s.where}: dlib layer type(s) {', '.join(bad)} not supported by the importer "
+            f"(supported: {', '.join(SUPPORTED)}); only dlib ResNet-style networks built from these can be converted"
+        )
+    return reader(s, name)
+
+
+def _con(s: _Stream, name: str) -> DlibLayer:
+    params = s.tensor().reshape(-1)
+    num_filters, nr, nc, sy, sx, py, px = (s.int() for _ in range(7))
+    filt = s.alias()
+    s.alias()  # biases alias
+    for _ in range(4):
+        s.float()  # learning-rate and weight-decay multipliers
+    use_bias = s.bool() if name in ("con_5", "con_6") else True
+    use_relu = s.bool() if name == "con_6" else False
+    n_filt = int(np.prod(filt))
+    kernel = params[:n_filt].reshape(filt)  # dlib: (num_filters, k_in, nr, nc)
+    weights = {"kernel": kernel}
+    if use_bias:
+        weights["bias"] = params[n_filt : n_filt + num_filters].copy()
+    p = {"filters": num_filters, "size": (nr, nc), "stride": (sy, sx), "padding": (py, px), "relu": use_relu}
+    return DlibLayer("con", p, weights)
+
+
+def _affine(s: _Stream, name: str) -> DlibLayer:
+    params = s.tensor().reshape(-1)
+    gamma = s.alias()
+    s.alias()
+    mode = s.int()
+    n = int(np.prod(gamma))
+    return DlibLayer("affine", {"mode": "conv" if mode == 0 else "fc"}, {"gamma": params[:n].copy(), "beta": params[n : 2 * n].copy()})
+
+
+def _pool(s: _Stream, name: str) -> DlibLayer:
+    nr, nc, sy, sx, py, px = (s.int() for _ in range(6))
+    kind = "max_pool" if name.startswith("max") else "avg_pool"
+    return DlibLayer(kind, {"size": (nr, nc), "stride": (sy, sx), "padding": (py, px)})
+
+
+def _fc(s: _Stream, name: str) -> DlibLayer:
+    num_outputs, num_inputs = s.int(), s.int()
+    params = s.tensor().reshape(-1)
+    s.alias()
+    s.alias()
+    bias_mode = s.int()  # 0: FC_HAS_BIAS, 1: FC_NO_BIAS
+    for _ in range(4):
+        s.float()
+    use_bias = s.bool() if name == "fc_3" else True
+    has_bias = bias_mode == 0 and use_bias
+    w = params[: num_inputs * num_outputs].reshape(num_inputs, num_outputs)
+    weights = {"kernel": w}
+    if has_bias:
+        weights["bias"] = params[num_inputs * num_outputs : (num_inputs + 1) * num_outputs].copy()
+    return DlibLayer("fc", {"units": num_outputs, "inputs": num_inputs}, weights)
+
+
+def _input(s: _Stream, name: str) -> DlibLayer:
+    mean = [s.float() for _ in range(3)]
+    size = (s.int(), s.int()) if name == "input_rgb_image_sized" else (None, None)
+    return DlibLayer("input", {"mean_rgb": mean, "size": size, "scale": 1.0 / 256.0})
+
+
+def _loss_metric(s: _Stream, name: str) -> DlibLayer:
+    return DlibLayer("loss_metric", {"margin": s.float(), "distance_threshold": s.float()})
+
+
+_READERS = {
+    "con_4": _con, "con_5": _con, "con_6": _con, "affine_": _affine,
+    "relu_": lambda s, n: DlibLayer("relu"), "add_prev_": lambda s, n: DlibLayer("add_prev"),
+    "max_pool_2": _pool, "avg_pool_2": _pool, "fc_2": _fc, "fc_3": _fc,
+    "input_rgb_image_sized": _input, "input_rgb_image": _input, "loss_metric_2": _loss_metric,
+}
+
+
+def _skip_state(s: _Stream, version: int, over_input: bool) -> None:
+    """Skip an add_layer's training state (flags and gradient buffers) after its details."""
+    for _ in range(3):
+        s.bool()
+    s.tensor()  # x_grad
+    s.tensor()  # cached_output
+    if over_input:
+        s.tensor()  # grad_final
+        if version >= 3:
+            s.int()  # sample expansion factor
+    elif version >= 2:
+        s.tensor()  # params_grad
+
+
+def read_dat(path: str | Path) -> DlibNet:
+    """Parse a dlib DNN ``.dat`` file (no TensorFlow needed).
+
+    Raises:
+        ModelFormatError: If the file is not a dlib DNN, or uses unsupported layers.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ModelFormatError(f"{p}: cannot read dlib model ({e.strerror})") from e
+    s = _Stream(data, str(p))
+    loss_version = s.int()
+    if loss_version != 1 or s.peek_string() is None:
+        raise s.fail("no dlib loss layer header")
+    loss = _read_details(s)
+    wrappers: list[int] = []
+    while s.peek_string() is None:
+        v = s.int()
+        if v not in (1, 2, 3):
+            raise s.fail(f"unexpected wrapper version {v}")
+        wrappers.append(v)
+    layers = [_read_details(s)]
+    if layers[0].kind != "input":
+        raise s.fail(f"expected an input layer, got {layers[0].kind}")
+    for i, version in enumerate(reversed(wrappers)):
+        if version == 1 and i > 0:
+            layers.append(DlibLayer("marker"))
+            continue
+        layers.append(_read_details(s))
+        _skip_state(s, version, over_input=(i == 0))
+    if s.pos != len(data):
+        raise s.fail(f"{len(data) - s.pos} trailing bytes")
+    return DlibNet({"kind": loss.kind, **loss.params}, layers, str(p))
+
+
+def load_dlib_as_keras(path: str | Path | DlibNet, input_size: tuple[int, int] | None = None) -> Any:
+    """Build the Keras functional model equivalent to a dlib ``.dat`` network.
+
+    The model takes float32 ``[N, H, W, 3]`` RGB pixels in 0..255 (dlib's ``matrix<rgb_pixel>``)
+    and returns the top layer's output (``[N, 128]`` descriptors for the face ResNet). dlib's
+    input normalisation ``(pixel - mean_rgb) / 256`` is folded into the first convolution
+    when that convolution is unpadded (exactly equivalent, and it keeps the int8 input scale
+    at whole pixels); affine (frozen batch-norm) layers are folded into the convolution before
+    them.
+
+    Args:
+        path: The ``.dat`` file, or an already parsed :class:`DlibNet`.
+        input_size: ``(H, W)`` for ``input_rgb_image`` (unsized) inputs.
+
+    Raises:
+        ModelFormatError: On unsupported layers or layer arrangements.
+    """
+    net = path if isinstance(path, DlibNet) else read_dat(path)
+    return _Builder(net, input_size).build()
+
+
+class _Builder:
+    """Walks a :class:`DlibNet` bottom-up, emitting Keras layers."""
+
+    def __init__(self, net: DlibNet, input_size: tuple[int, int] | None) -> None:
+        import keras
+
+        self.k = keras
+        self.net = net
+        self.where = net.path or "dlib model"
+        size = net.input.params["size"]
+        if size[0] is None:
+            if input_size is None:
+                raise ModelFormatError(f"{self.where}: input_rgb_image has no fixed size; pass input_size=(H, W)")
+            size = input_size
+        self.size = (int(size[0]), int(size[1]))
+        self.layers = net.layers
+        self.n_conv = 0
+
+    def fail(self, i: int, what: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.where}: layer {i} ({self.layers[i].kind}): {what}; not supported by the dlib importer")
+
+    def build(self) -> Any:
+        k = self.k
+        inp = k.Input((*self.size, 3), name="image_rgb", dtype="float32")
+        x = inp
+        pending_input_norm = True
+        tags: list[Any] = []
+        i = 1
+        while i < len(self.layers):
+            layer = self.layers[i]
+            kinds = [lay.kind for lay in self.layers[i : i + 4]]
+            if layer.kind == "con":
+                fold = pending_input_norm and layer.params["padding"] == (0, 0)
+                if pending_input_norm and not fold:
+                    x = self._normalise(x)
+                affine = self.layers[i + 1] if i + 1 < len(self.layers) and self.layers[i + 1].kind == "affine" else None
+                x = self._conv(x, layer, affine, fold)
+                pending_input_norm = False
+                i += 2 if affine is not None else 1
+                continue
+            if pending_input_norm:
+                x = self._normalise(x)
+                pending_input_norm = False
+            if kinds == ["marker", "marker", "avg_pool", "add_prev"]:
+                if not tags:
+                    raise self.fail(i, "downsampling shortcut without an opening tag")
+                shortcut = self._pool(tags.pop(), self.layers[i + 2], i + 2)
+                x = self._add(x, shortcut)
+                i += 4
+                continue
+            if layer.kind == "marker":
+                tags.append(x)
+            elif layer.kind == "add_prev":
+                if not tags:
+                    raise self.fail(i, "add_prev without a matching tag")
+                x = self._add(x, tags.pop())
+            else:
+                x = self._simple(x, layer, i)
+            i += 1
+        return k.Model(inp, x, name=Path(self.where).stem.replace(".", "_") or "dlib_model")
+
+    def _simple(self, x: Any, layer: DlibLayer, i: int) -> Any:
+        k = self.k
+        if layer.kind == "relu":
+            return k.layers.ReLU()(x)
+        if layer.kind in ("max_pool", "avg_pool"):
+            return self._pool(x, layer, i)
+        if layer.kind == "fc":
+            return self._dense(x, layer, i)
+        if layer.kind == "affine":
+            return self._affine(x, layer)
+        raise self.fail(i, "unexpected layer here")
+
+    def _normalise(self, x: Any) -> Any:
+        mean = np.asarray(self.net.input.params["mean_rgb"], np.float32)
+        scale = np.float32(self.net.input.params["scale"])
+        return self.k.layers.Rescaling(scale=float(scale), offset=(-mean * scale).tolist(), name="dlib_input_norm")(x)
+
+    def _conv(self, x: Any, layer: DlibLayer, affine: DlibLayer | None, fold_input: bool) -> Any:
+        k = self.k
+        p = layer.params
+        kernel = layer.weights["kernel"].transpose(2, 3, 1, 0).astype(np.float64)  # -> (nr, nc, k_in, filters)
+        bias = layer.weights.get("bias", np.zeros(p["filters"], np.float32)).astype(np.float64)
+        if fold_input:
+            # conv((x - m) / 256) == conv'(x) with kernel/256 and bias - sum(kernel * m / 256)
+            mean = np.asarray(self.net.input.params["mean_rgb"], np.float64)
+            scale = float(self.net.input.params["scale"])
+            bias = bias - np.einsum("hwcf,c->f", kernel, mean * scale)
+            kernel = kernel * scale
+        if affine is not None:
+            gamma, beta = affine.weights["gamma"].astype(np.float64), affine.weights["beta"].astype(np.float64)
+            kernel = kernel * gamma
+            bias = bias * gamma + beta
+        (nr, nc), (sy, sx), (py, px) = p["size"], p["stride"], p["padding"]
+        padding = "valid"
+        if (sy, sx) == (1, 1) and (py, px) == (nr // 2, nc // 2) and nr % 2 and nc % 2:
+            padding = "same"  # identical to dlib's symmetric padding for odd kernels at stride 1
+        elif (py, px) != (0, 0):
+            x = k.layers.ZeroPadding2D(((py, py), (px, px)))(x)
+        self.n_conv += 1
+        conv = k.layers.Conv2D(p["filters"], (nr, nc), strides=(sy, sx), padding=padding, name=f"con{self.n_conv}")
+        x = conv(x)
+        conv.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+        if p["relu"]:
+            x = k.layers.ReLU()(x)
+        return x
+
+    def _affine(self, x: Any, layer: DlibLayer) -> Any:
+        # A frozen batch-norm with unit variance and zero mean is exactly x * gamma + beta.
+        eps = 1e-6
+        bn = self.k.layers.BatchNormalization(epsilon=eps)
+        y = bn(x)
+        n = layer.weights["gamma"].shape[0]
+        bn.set_weights([layer.weights["gamma"], layer.weights["beta"], np.zeros(n, np.float32), np.full(n, 1.0 - eps, np.float32)])
+        return y
+
+    def _pool(self, x: Any, layer: DlibLayer, i: int) -> Any:
+        k = self.k
+        (nr, nc), (sy, sx), (py, px) = layer.params["size"], layer.params["stride"], layer.params["padding"]
+        if (nr, nc) == (0, 0):
+            if layer.kind == "avg_pool":
+                return k.layers.GlobalAveragePooling2D(keepdims=True)(x)
+            return k.layers.GlobalMaxPooling2D(keepdims=True)(x)
+        cls = k.layers.MaxPooling2D if layer.kind == "max_pool" else k.layers.AveragePooling2D
+        if (py, px) == (0, 0):
+            return cls((nr, nc), strides=(sy, sx), padding="valid")(x)
+        if layer.kind == "max_pool" and (sy, sx) == (1, 1) and (py, px) == (nr // 2, nc // 2) and nr % 2 and nc % 2:
+            return cls((nr, nc), strides=1, padding="same")(x)
+        raise self.fail(i, f"padded pooling (padding {py},{px} at stride {sy},{sx})")
+
+    def _dense(self, x: Any, layer: DlibLayer, i: int) -> Any:
+        k = self.k
+        kernel = layer.weights["kernel"]
+        shape = tuple(x.shape[1:])
+        if len(shape) == 3:
+            h, w, c = shape
+            if h * w * c != kernel.shape[0]:
+                raise self.fail(i, f"fc expects {kernel.shape[0]} inputs, the layer below gives {h}x{w}x{c}")
+            # dlib flattens NCHW; reorder the kernel rows to Keras' NHWC flattening
+            kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
+            x = k.layers.Flatten()(x)
+        dense = k.layers.Dense(layer.params["units"], use_bias="bias" in layer.weights, name="fc")
+        y = dense(x)
+        dense.set_weights([kernel] + ([layer.weights["bias"]] if "bias" in layer.weights else []))
+        return y
+
+    def _add(self, a: Any, b: Any) -> Any:
+        """dlib's add_prev: shapes may differ; the output has the larger size of each axis and
+        the smaller tensor is zero-padded at the bottom, right and last channels."""
+        k = self.k
+        target = tuple(max(int(p), int(q)) for p, q in zip(a.shape[1:], b.shape[1:]))
+        return k.layers.Add()([self._pad_to(a, target), self._pad_to(b, target)])
+
+    def _pad_to(self, x: Any, target: tuple[int, ...]) -> Any:
+        k = self.k
+        h, w, c = (int(v) for v in x.shape[1:])
+        th, tw, tc = target
+        if (h, w, c) == target:
+            return x
+        if c == tc:
+            return k.layers.ZeroPadding2D(((0, th - h), (0, tw - w)))(x)
+        # ZeroPadding3D over (H, W, C, 1) pads channels too, as one PAD op after conversion.
+        y = k.layers.Reshape((h, w, c, 1))(x)
+        y = k.layers.ZeroPadding3D(((0, th - h), (0, tw - w), (0, tc - c)))(y)
+        return k.layers.Reshape(target)(y)
