@@ -22,10 +22,21 @@ FILE_IDENTIFIER = b"TFL3"
 
 @cache
 def schema() -> ModuleType:
-    """The generated TFLite flatbuffer schema module (from ``ai_edge_litert``)."""
+    """The generated TFLite flatbuffer schema module.
+
+    It ships with ``ai_edge_litert``; only where TensorFlow is the sole backend is its copy used.
+    """
+    import importlib
+
     from sdk.lazy import require
 
-    return require("ai_edge_litert.schema_py_generated", "reading .tflite files")
+    try:
+        return importlib.import_module("ai_edge_litert.schema_py_generated")
+    except ImportError:
+        try:
+            return importlib.import_module("tensorflow.lite.python.schema_py_generated")
+        except ImportError:
+            return require("ai_edge_litert.schema_py_generated", "reading .tflite files")
 
 
 @cache

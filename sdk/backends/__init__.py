@@ -90,8 +90,11 @@ def available_backends() -> dict[str, str]:
 
     out = {}
     for candidate in ORDER:
-        top = candidate.split(".")[0]
-        if importlib.util.find_spec(top) is None:
+        try:
+            found = importlib.util.find_spec(candidate) is not None
+        except (ImportError, ValueError):  # a broken or blocked install
+            found = False
+        if not found:
             out[candidate] = "not installed"
             continue
         if candidate == "tensorflow":

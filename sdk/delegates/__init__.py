@@ -57,10 +57,10 @@ def parse_delegate(text: str | None, options: dict[str, str] | None = None) -> D
     options = dict(options or {})
     if not text:
         return DelegateSpec("cpu", options=options)
-    if "/" in text or text.endswith((".so", ".dylib", ".dll")) or ".so." in text:
-        return DelegateSpec("external", text, options)
     kind, _, device = text.partition(":")
     kind = _ALIASES.get(kind.lower(), kind.lower())
+    if kind not in REGISTRY and ("/" in text or text.endswith((".so", ".dylib", ".dll")) or ".so." in text):
+        return DelegateSpec("external", text, options)
     if kind not in REGISTRY or kind == "external":
         close = difflib.get_close_matches(kind, ["cpu", "edgetpu", "gpu"], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
