@@ -1,0 +1,183 @@
+"""``edgesdk trigger-word`` (stream and detect) and ``edgesdk eval trigger-word``.
+
+Heavy imports (the interpreter, sounddevice) happen inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from sdk.cli.bench import add_runner_args, runner_kwargs
+from sdk.cli.output import Output
+from sdk.errors import ConfigError, ModelFormatError
+
+log = logging.getLogger("edgesdk.trigger_word")
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "activate_int8.tflite"
+
+
+def default_model() -> Path:
+    """The shipped default model, or an error saying it is missing."""
+    if not DEFAULT_MODEL.is_file():
+        raise ModelFormatError(
+            f"the default trigger-word model {DEFAULT_MODEL} is missing from this installation; "
+            "pass --model M.tflite or build it with `edgesdk train trigger-word`"
+        )
+    return DEFAULT_MODEL
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "trigger-word",
+        parents=[common],
+        help="detect a spoken trigger word in a WAV file or live from a microphone",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-m", "--model", default=None, help=f"trigger-word .tflite with a card (default: {DEFAULT_MODEL.name})")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-i", "--input", metavar="FILE.wav", help="a WAV file (any rate, channels, 8-32-bit PCM or float)")
+    src.add_argument("--mic", nargs="?", const="", metavar="DEVICE", help="record from a microphone: default, index or part of a name")
+    p.add_argument("--threshold", type=float, default=None, help="detection threshold (default: the model card's)")
+    p.add_argument("--smoothing", type=int, default=None, help="average this many scores (default: the card's, else 1)")
+    p.add_argument("--refractory", type=float, default=None, help="seconds without a second event (default: the card's, else 1.0)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of audio")
+    p.add_argument("--chunk", type=int, default=1280, help="samples per audio chunk read from the source")
+    p.add_argument("--chime", action="store_true", help="play a short tone on each detection")
+    p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD per detection (no shell); EDGESDK_WORD/TIME/SCORE in its env")
+    add_runner_args(p)
+    p.set_defaults(func=run)
+
+
+def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "trigger-word",
+        parents=[common],
+        help="false rejects, false accepts per hour, detection delay and a threshold sweep",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-m", "--model", default=None, help=f"model to evaluate (default: {DEFAULT_MODEL.name})")
+    p.add_argument("--compare", metavar="M2", help="a second model evaluated on the same audio")
+    p.add_argument("--positives", required=True, metavar="DIR", help="folder of .wav clips, each holding the word once")
+    p.add_argument("--negatives", required=True, metavar="DIR", help="folder of .wav files without the word (concatenated)")
+    p.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the card's)")
+    p.add_argument("--max-delay", type=float, default=1.0, help="an event up to this many seconds after the word end counts")
+    p.add_argument("--plot", metavar="OUT.png", help="write a DET curve (needs matplotlib)")
+    add_runner_args(p)
+    p.set_defaults(func=run_eval)
+
+
+class _Actions:
+    """Side effects per detection: ``--exec`` (a child process, no shell) and ``--chime``."""
+
+    def __init__(self, exec_cmd: str | None, chime: bool) -> None:
+        self.argv: list[str] | None = None
+        if exec_cmd:
+            try:
+                self.argv = shlex.split(exec_cmd)
+            except ValueError as e:
+                raise ConfigError(f"--exec: cannot parse {exec_cmd!r}: {e}") from e
+            if not self.argv or not shutil.which(self.argv[0]):
+                raise ConfigError(f"--exec: command {self.argv[0] if self.argv else exec_cmd!r} not found on PATH")
+        self.children: list[subprocess.Popen] = []
+        self.chime = _chime_player() if chime else None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.children = [c for c in self.children if c.poll() is None]  # reap finished ones
+        if self.argv:
+            env = dict(os.environ, EDGESDK_WORD=str(event["word"]), EDGESDK_TIME=str(event["time"]), EDGESDK_SCORE=str(event["score"]))
+            self.children.append(subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL))
+        if self.chime:
+            self.chime()
+
+    def close(self) -> None:
+        for c in self.children:
+            c.wait()
+
+
+def _chime_player():
+    """A function playing a 150 ms 880 Hz tone without blocking (warns once if there is no output)."""
+    import numpy as np
+
+    from sdk.lazy import require
+
+    sd = require("sounddevice", "--chime")
+    rate = 16000
+    t = np.arange(int(0.15 * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 880 * t) * np.minimum(1.0, (0.15 - t) / 0.03)).astype(np.float32)
+    failed: list[bool] = []
+
+    def play() -> None:
+        if failed:
+            return
+        try:
+            sd.play(tone, rate)
+        except (sd.PortAudioError, ValueError) as e:
+            failed.append(True)
+            log.warning("--chime: cannot play sound (%s); continuing without it", e)
+
+    return play
+
+
+def _source(args: argparse.Namespace, rate: int):
+    from sdk.sources.audio import MicrophoneSource, WavFileSource
+
+    if args.input:
+        return WavFileSource(args.input, sample_rate=rate, chunk=args.chunk)
+    return MicrophoneSource(device=args.mic or None, sample_rate=rate, chunk=args.chunk, duration=args.duration)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    from apps.trigger_word.app import TriggerWordDetector
+
+    if args.chunk < 1:
+        raise ConfigError(f"--chunk: expected >= 1 sample, got {args.chunk}")
+    model = args.model or default_model()
+    det = TriggerWordDetector(model, args.threshold, args.smoothing, args.refractory, runner_kwargs=runner_kwargs(args))
+    actions = _Actions(args.exec_cmd, args.chime)
+    limit = None if args.duration is None else args.duration
+    n_events, audio_s = 0, 0.0
+    start = time.perf_counter()
+    log.info("listening for %r (threshold %.2f) from %s", det.word, det.threshold, args.input or f"mic {args.mic or 'default'}")
+    try:
+        with _source(args, det.sample_rate) as source:
+            for chunk in source:
+                samples = chunk.samples
+                if limit is not None:
+                    samples = samples[: max(0, int(round((limit - chunk.time) * det.sample_rate)))]
+                for event in det.process(samples):
+                    n_events += 1
+                    out.emit(event, f"{event['time']:8.2f} s  {event['word']}  (score {event['score']:.2f})")
+                    actions(event)
+                audio_s = chunk.time + samples.shape[0] / det.sample_rate
+                if limit is not None and audio_s >= limit:
+                    break
+    finally:
+        actions.close()
+    wall = time.perf_counter() - start
+    speed = f", {audio_s / wall:.0f}x real time" if args.input and wall > 0 else ""
+    log.info("%d detection(s) in %.1f s of audio%s", n_events, audio_s, speed)
+    return 0
+
+
+def run_eval(args: argparse.Namespace, out: Output) -> int:
+    from apps.trigger_word.eval import evaluate, plot_det, report_text
+
+    models = [args.model or default_model()] + ([args.compare] if args.compare else [])
+    results = []
+    for m in models:
+        res = evaluate(
+            m, args.positives, args.negatives, threshold=args.threshold, max_delay_s=args.max_delay, runner_kwargs=runner_kwargs(args)
+        )
+        results.append(res)
+        out.emit(res, report_text(res))
+    if args.plot:
+        out.emit({"plot": plot_det(results, args.plot)}, None)
+    return 0

@@ -1,0 +1,240 @@
+"""Trigger-word evaluation: false rejects, false accepts per hour, detection delay, threshold sweep.
+
+Protocol (also what ``edgesdk eval trigger-word`` reports):
+
+* **Positives**: each clip holds the word once. It is streamed through a fresh detector
+  after ``window_s`` of silence (so the first window is full) and followed by
+  ``max_delay_s`` of silence. The word ends where the clip's non-silent region ends: frames
+  of 10 ms whose level is within 30 dB of the clip's loudest frame and at least 10 dB above
+  its quietest tenth (so background noise in the clip is not "speech"). A positive is
+  detected when the first event falls between the start of that region and
+  ``word end + max_delay_s``; its delay is the event time minus the word end.
+* **Negatives**: all negative files are concatenated into one continuous stream (sorted by
+  name) and every event in it is a false accept; the rate is per hour of that audio.
+* Scores are computed once per clip; every threshold is then applied with the detector's own
+  smoothing and refractory logic, so the sweep equals re-running the detector.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apps.trigger_word.app import TriggerWordDetector
+from sdk.errors import ConfigError
+from sdk.runner import Runner
+
+log = logging.getLogger("edgesdk.trigger_word")
+
+Audio = str | Path | np.ndarray
+SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 1.0, 0.1))
+DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99))
+
+
+def _clips(spec: str | Path | Sequence[Audio], rate: int, what: str) -> list[tuple[str, np.ndarray]]:
+    """Named mono clips at ``rate`` from a folder, a list of paths, or a list of arrays (already at ``rate``)."""
+    from sdk.sources.audio import read_wav
+
+    if isinstance(spec, (str, Path)):
+        folder = Path(spec)
+        if not folder.is_dir():
+            raise ConfigError(f"--{what}: {folder} is not a folder of .wav files")
+        items: Sequence[Audio] = sorted(folder.rglob("*.wav"))
+        if not items:
+            raise ConfigError(f"--{what}: no .wav files in {folder}")
+    else:
+        items = spec
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            out.append((f"{what}[{i}]", np.asarray(item, dtype=np.float32).reshape(-1)))
+        else:
+            out.append((str(item), read_wav(item, rate)[0]))
+    return out
+
+
+def word_span(x: np.ndarray, rate: int) -> tuple[float, float]:
+    """Start and end (s) of the non-silent region of a clip (see the module docstring)."""
+    hop = max(1, rate // 100)
+    n = max(1, x.shape[0] // hop)
+    frames = np.pad(x, (0, n * hop - x.shape[0]))[: n * hop].reshape(n, hop)
+    db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-10)
+    level = max(db.max() - 30.0, np.percentile(db, 10) + 10.0)
+    active = np.flatnonzero(db >= level)
+    if active.size == 0:
+        return 0.0, x.shape[0] / rate
+    return active[0] * hop / rate, (active[-1] + 1) * hop / rate
+
+
+def smoothed(scores: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the last ``k`` scores at each step (fewer at the start), as :class:`TriggerLogic`."""
+    c = np.concatenate([[0.0], np.cumsum(scores, dtype=np.float64)])
+    idx = np.arange(1, scores.shape[0] + 1)
+    lo = np.maximum(0, idx - k)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def event_times(times: np.ndarray, smooth: np.ndarray, threshold: float, refractory_s: float) -> list[float]:
+    """Event times for smoothed scores: above ``threshold`` and ``refractory_s`` after the previous."""
+    out: list[float] = []
+    for t in times[smooth >= threshold]:  # only candidates are looped over
+        if not out or t - out[-1] >= refractory_s:
+            out.append(float(t))
+    return out
+
+
+def _delay(p: dict, threshold: float, refractory_s: float, max_delay: float) -> float | None:
+    """Seconds from the word end to the first event after the word starts, or ``None`` if missed."""
+    ev = [t for t in event_times(p["times"], p["smooth"], threshold, refractory_s) if t >= p["start"]]
+    return ev[0] - p["end"] if ev and ev[0] <= p["end"] + max_delay else None
+
+
+def _rates(pos: list[dict], neg: tuple[np.ndarray, np.ndarray], hours: float, refractory_s: float, thr: float, max_delay: float):
+    delays = [d for d in (_delay(p, thr, refractory_s, max_delay) for p in pos) if d is not None]
+    fa = len(event_times(neg[0], neg[1], thr, refractory_s))
+    return {
+        "threshold": round(float(thr), 3),
+        "frr": round(1.0 - len(delays) / len(pos), 4) if pos else None,
+        "false_accepts": fa,
+        "fa_per_hour": round(fa / hours, 3) if hours > 0 else None,
+        "delay_ms_median": round(float(np.median(delays)) * 1000, 1) if delays else None,
+        "delay_ms_p90": round(float(np.percentile(delays, 90)) * 1000, 1) if delays else None,
+    }
+
+
+def evaluate(
+    model: Runner | str | Path,
+    positives: str | Path | Sequence[Audio],
+    negatives: str | Path | Sequence[Audio],
+    threshold: float | None = None,
+    max_delay_s: float = 1.0,
+    thresholds: Sequence[float] = SWEEP,
+    runner_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a trigger-word model (see the module docstring for the protocol).
+
+    Args:
+        model: A :class:`Runner` or a ``.tflite`` path with a trigger-word card.
+        positives: Folder of ``.wav`` clips, or a list of paths / float arrays at the model rate.
+        negatives: Same, without the word; concatenated into one stream.
+        threshold: Operating threshold (default: the card's).
+        max_delay_s: Latest accepted detection after the word end.
+        thresholds: Thresholds of the sweep table.
+        runner_kwargs: For :class:`Runner` when ``model`` is a path.
+        progress: Show progress on stderr.
+
+    Returns:
+        ``model, word, threshold, positives, negatives_hours, frr, fa_per_hour, false_accepts,
+        delay_ms_median, delay_ms_p90, speed_x_realtime, sweep`` (rows for ``thresholds``) and
+        ``det`` (``[threshold, frr, fa_per_hour]`` over 99 thresholds).
+    """
+    det = TriggerWordDetector(model, threshold=threshold, runner_kwargs=runner_kwargs)
+    rate, logic = det.sample_rate, det.logic
+    pos_clips = _clips(positives, rate, "positives")
+    neg_clips = _clips(negatives, rate, "negatives")
+    lead = np.zeros(det.window_samples, dtype=np.float32)
+    tail = np.zeros(int(round(max_delay_s * rate)) + det.hop_samples, dtype=np.float32)
+    pos, audio_s, t0 = [], 0.0, time.perf_counter()
+    for i, (name, x) in enumerate(pos_clips):
+        start, end = word_span(x, rate)
+        det.reset()
+        times, scores = det.scores(np.concatenate([lead, x, tail]))
+        offset = lead.shape[0] / rate
+        pos.append({"name": name, "times": times - offset, "smooth": smoothed(scores, logic.smoothing), "start": start, "end": end})
+        audio_s += (lead.shape[0] + x.shape[0] + tail.shape[0]) / rate
+        _progress(progress, f"positives {i + 1}/{len(pos_clips)}")
+    det.reset()
+    neg_t, neg_s = [], []
+    for i, (_, x) in enumerate(neg_clips):
+        t, s = det.scores(x)
+        neg_t.append(t)
+        neg_s.append(s)
+        audio_s += x.shape[0] / rate
+        _progress(progress, f"negatives {i + 1}/{len(neg_clips)}")
+    _progress(progress, "", end=True)
+    wall = time.perf_counter() - t0
+    neg_times, neg_scores = np.concatenate(neg_t), np.concatenate(neg_s)
+    neg = (neg_times, smoothed(neg_scores, logic.smoothing))
+    hours = sum(x.shape[0] for _, x in neg_clips) / rate / 3600.0
+    rates = lambda thr: _rates(pos, neg, hours, logic.refractory_s, thr, max_delay_s)  # noqa: E731
+    main = rates(logic.threshold)
+    det_curve = [[r["threshold"], r["frr"], r["fa_per_hour"]] for r in map(rates, DET_THRESHOLDS)]
+    return {
+        "model": det.runner.name,
+        "word": det.word,
+        "positives": len(pos),
+        "negatives_hours": round(hours, 4),
+        **main,
+        "speed_x_realtime": round(audio_s / wall, 1) if wall > 0 else None,
+        "missed": [p["name"] for p in pos if _delay(p, logic.threshold, logic.refractory_s, max_delay_s) is None],
+        "sweep": [rates(t) for t in thresholds],
+        "det": det_curve,
+    }
+
+
+def _progress(on: bool, text: str, end: bool = False) -> None:
+    if on and sys.stderr.isatty():
+        sys.stderr.write("\r" + text.ljust(40) + ("\n" if end else ""))
+        sys.stderr.flush()
+    elif on and end:
+        log.info("evaluation done")
+
+
+def report_text(res: dict[str, Any]) -> str:
+    """Human-readable report: the operating point and the sweep table."""
+    from sdk.cli.output import table
+
+    head = (
+        f"{res['model']} ({res['word']!r}): {res['positives']} positives, {res['negatives_hours'] * 60:.1f} min of negatives, "
+        f"{res['speed_x_realtime']}x real time\n"
+        f"threshold {res['threshold']}: false rejects {_pct(res['frr'])}, false accepts {res['fa_per_hour']}/h "
+        f"({res['false_accepts']}), delay after word end median {res['delay_ms_median']} ms, p90 {res['delay_ms_p90']} ms"
+    )
+    cols = ("threshold", "frr", "fa_per_hour", "false_accepts", "delay_ms_median", "delay_ms_p90")
+    return head + "\n\n" + table(res["sweep"], cols, floatfmt=".3f")
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def plot_det(results: Sequence[dict[str, Any]], path: str | Path) -> str:
+    """Write a DET curve (false rejects vs false accepts/hour) for one or more results.
+
+    Returns:
+        The path written, or a message saying matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        msg = f"--plot: matplotlib is not installed, no plot written to {path} (pip install matplotlib)"
+        log.warning(msg)
+        return msg
+    import io
+
+    from sdk.card import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for res in results:
+        pts = np.array([[fa, frr] for _, frr, fa in res["det"] if fa is not None and frr is not None])
+        ax.plot(pts[:, 0], 100 * pts[:, 1], marker=".", label=f"{res['model']}")
+    ax.set_xlabel("false accepts per hour")
+    ax.set_ylabel("false rejects (%)")
+    ax.set_title(f"DET: {results[0]['word']!r}")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+    return str(path)
