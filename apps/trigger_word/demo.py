@@ -1,0 +1,48 @@
+"""``edgesdk demo`` part for the trigger-word app: the default model on two bundled samples.
+
+``samples/activate.wav`` says the word once in a sentence over noise, ``samples/other.wav``
+says a similar sentence without it (both rebuilt by ``samples/make_samples.sh``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sdk.cli.output import Output
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+def demo(out: Output) -> None:
+    """Run the default model on the bundled samples and print the events."""
+    from apps.trigger_word.app import TriggerWordDetector
+    from apps.trigger_word.cli import DEFAULT_MODEL
+    from sdk.sources.audio import WavFileSource
+
+    if not DEFAULT_MODEL.is_file():
+        out.emit(
+            {"app": "trigger-word", "status": "default model missing", "model": str(DEFAULT_MODEL)},
+            f"default model {DEFAULT_MODEL} is missing; build it with `edgesdk train trigger-word`",
+        )
+        return
+    det = TriggerWordDetector(DEFAULT_MODEL)
+    out.text(f"model {DEFAULT_MODEL.name}: word {det.word!r}, threshold {det.threshold:.2f}")
+    for name in ("activate.wav", "other.wav"):
+        det.reset()
+        start = time.perf_counter()
+        with WavFileSource(SAMPLES / name, sample_rate=det.sample_rate) as src:
+            events = list(det.run(src))
+            duration = src.duration
+        wall = time.perf_counter() - start
+        found = ", ".join(f"{e['time']:.2f} s (score {e['score']:.2f})" for e in events) or "none"
+        out.emit(
+            {
+                "app": "trigger-word",
+                "sample": name,
+                "events": events,
+                "audio_s": round(duration, 2),
+                "speed_x_realtime": round(duration / wall),
+            },
+            f"  {name} ({duration:.1f} s, {duration / wall:.0f}x real time): detections: {found}",
+        )
