@@ -30,6 +30,9 @@ COMMANDS: dict[str, str] = {
     "face": "apps.face.cli",
     "eval": "sdk.cli.app_commands",
     "models": "sdk.models_cli",
+    "config": "sdk.cli.config_cmd",
+    "run": "sdk.cli.config_cmd",
+    "deploy": "sdk.cli.deploy_cmd",
     "demo": "sdk.cli.demo",
 }
 

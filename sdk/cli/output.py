@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import numpy as np
@@ -21,14 +21,21 @@ def _default(o: Any) -> Any:
 
 
 class Output:
-    """Writes results; ``json_mode`` selects JSON lines."""
+    """Writes results; ``json_mode`` selects JSON lines.
 
-    def __init__(self, json_mode: bool = False, stream: TextIO | None = None) -> None:
+    ``sinks`` are callables that also receive every emitted object (an MQTT publisher, the
+    ``/metrics`` counters...), so apps report once and every consumer sees the same events.
+    """
+
+    def __init__(self, json_mode: bool = False, stream: TextIO | None = None, sinks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
         self.json_mode = json_mode
         self.stream = stream or sys.stdout
+        self.sinks = list(sinks)
 
     def emit(self, obj: dict[str, Any], text: str | None = None) -> None:
         """Print ``obj`` as one JSON line, or ``text`` (default: ``key: value`` lines) for humans."""
+        for sink in self.sinks:
+            sink(obj)
         if self.json_mode:
             self.stream.write(json.dumps(obj, default=_default, separators=(", ", ": ")) + "\n")
         else:
