@@ -1,0 +1,208 @@
+"""The converter child process: ``python -m converters._child JOB_DIR``.
+
+The TFLite converter can segfault or abort (full-int8 of a recurrent ``WHILE`` loop does),
+so it runs here, never in the user's process. The parent writes ``job.json``; this process
+writes, per mode, ``<mode>.tflite`` + ``<mode>.json``, plus ``model.json``, ``eval.npz``
+and on failure ``error.json``. ``current`` names the mode being converted, so the parent
+can say which mode crashed. Lines on stderr starting with ``edgesdk:`` are progress for
+the user; everything else (TensorFlow's logs) is kept by the parent for diagnosis only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Tests set this to make the child crash in a given mode (honoured only under pytest).
+CRASH_ENV = "EDGESDK_TEST_CHILD_CRASH"
+MAX_CALIBRATION = 500
+MAX_EVAL = 200
+
+
+def main(job_dir: str) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    jd = Path(job_dir)
+    job = json.loads((jd / "job.json").read_text())
+    try:
+        run_job(job, jd)
+    except Exception as e:  # noqa: BLE001 - reported to the parent as one line
+        from sdk.errors import EdgeSDKError
+
+        kind = type(e).__name__ if isinstance(e, EdgeSDKError) else "ConversionError"
+        msg = str(e) if isinstance(e, EdgeSDKError) else f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+        (jd / "error.json").write_text(json.dumps({"type": kind, "message": msg}))
+        return 3
+    return 0
+
+
+def _quiet_tf() -> Any:
+    import logging
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+    return tf
+
+
+def run_job(job: dict[str, Any], jd: Path) -> None:
+    from converters import data, keras_model
+    from sdk.errors import ConversionError
+
+    tf = _quiet_tf()
+    custom = keras_model.import_custom_objects(job.get("custom_objects", []))
+    model = keras_model.load_model(job["model"], custom)
+    shapes = keras_model.input_shapes(model)
+    recurrent = keras_model.recurrent_layers(model)
+    (jd / "model.json").write_text(json.dumps({"inputs": [list(s) for s in shapes], "recurrent": recurrent}))
+    sample_shapes = [s[1:] for s in shapes]
+    card_input = job.get("card_input") or {}
+    calib = None
+    if job.get("calibration") is not None:
+        calib, desc = data.load_samples(job["calibration"], sample_shapes, what="calibration", card_input=card_input, limit=MAX_CALIBRATION)
+        (jd / "calibration.json").write_text(json.dumps({"source": desc, "count": len(calib[0])}))
+    _keras_reference(job, model, sample_shapes, card_input, calib, jd)
+    for mode in job["modes"]:
+        (jd / "current").write_text(mode)
+        _maybe_crash(mode)
+        try:
+            info = convert_one(tf, model, mode, job, calib, custom)
+        except ConversionError as e:  # other modes may still work
+            info = {"error": str(e)}
+        (jd / f"{mode}.json").write_text(json.dumps(info))
+
+
+def _keras_reference(job: dict[str, Any], model: Any, shapes: list[tuple], card_input: dict, calib: list[np.ndarray] | None, jd: Path) -> None:
+    """Eval inputs and the Keras outputs on them, for the parent's accuracy report."""
+    from converters import data, keras_model
+
+    if job.get("eval") is not None:
+        arrays, desc = data.load_samples(job["eval"], shapes, what="eval", card_input=card_input, limit=MAX_EVAL)
+    elif calib is not None:
+        arrays, desc = [a[:MAX_EVAL] for a in calib], "calibration samples (no eval data given)"
+    else:
+        rng = np.random.default_rng(0)
+        n = 8
+        arrays = [rng.standard_normal((n, *[d or 16 for d in s])).astype(np.float32) for s in shapes]
+        desc = "random normal inputs (no eval data given)"
+    print(f"edgesdk: eval: running the Keras model on {len(arrays[0])} samples", file=sys.stderr, flush=True)
+    outs = keras_model.predict(model, arrays)
+    np.savez(jd / "eval.npz", **{f"in{i}": a for i, a in enumerate(arrays)}, **{f"out{i}": o for i, o in enumerate(outs)})
+    (jd / "eval.json").write_text(json.dumps({"source": desc, "count": len(arrays[0])}))
+
+
+def _maybe_crash(mode: str) -> None:
+    if os.environ.get(CRASH_ENV) == mode and "PYTEST_CURRENT_TEST" in os.environ:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None, custom: dict) -> dict[str, Any]:
+    """Convert ``model`` in ``mode``; writes ``<mode>.tflite`` in the job folder."""
+    from converters import keras_model
+    from sdk.errors import ConversionError
+
+    unroll = job.get("unroll")
+    if unroll is None:  # unrolling is needed where quantization or the Edge TPU would meet a WHILE loop
+        unroll = mode in ("int8", "int16x8") or job.get("target") == "edgetpu"
+    built, notes = keras_model.rebuild(model, unroll=bool(unroll), custom_objects=custom)
+    t0 = time.perf_counter()
+    try:
+        data, path_used = _convert_with_fallback(tf, built, mode, job, calib)
+    except ConversionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the converter raises many kinds
+        first = next((ln for ln in str(e).splitlines() if "error" in ln.lower()), str(e).splitlines()[0] if str(e) else "")
+        raise ConversionError(f"{mode}: the TFLite converter failed: {type(e).__name__}: {first.strip()[:300]}") from e
+    out = Path(job["dir"]) / f"{mode}.tflite"
+    out.write_bytes(data)
+    return {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": bool(unroll)}
+
+
+def _convert_with_fallback(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None) -> tuple[bytes, str]:
+    from converters.keras_model import SavedModelFn
+
+    if isinstance(model, SavedModelFn):
+        cf = model.batch1_function()
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], model.obj)
+        return configure(tf, conv, mode, job, calib).convert(), "saved_model signature"
+    try:
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        return configure(tf, conv, mode, job, calib).convert(), "from_keras_model"
+    except Exception as first:  # noqa: BLE001 - retry through a SavedModel export
+        print(f"edgesdk: {mode}: from_keras_model failed ({type(first).__name__}); retrying through model.export", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="edgesdk-sm-") as d:
+            model.export(d, format="tf_saved_model", verbose=False)
+            conv = tf.lite.TFLiteConverter.from_saved_model(d)
+            return configure(tf, conv, mode, job, calib).convert(), "model.export + from_saved_model"
+
+
+def configure(tf: Any, conv: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None) -> Any:
+    """Set the converter's options for ``mode`` and ``job['io']``."""
+    io = job.get("io")
+    if mode == "fp32":
+        return conv
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "fp16":
+        conv.target_spec.supported_types = [tf.float16]
+        return conv
+    if mode == "dynamic":
+        return conv
+    conv.representative_dataset = _representative(calib or [])
+    float_layers = job.get("float_layers") or []
+    if mode == "int8":
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if float_layers:
+            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        conv.target_spec.supported_ops = ops
+        io_type = {"uint8": tf.uint8, "float": tf.float32}.get(io, tf.int8)
+    else:  # int16x8
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        io_type = tf.int16 if io == "int16" else tf.float32
+    conv.inference_input_type = io_type
+    conv.inference_output_type = io_type
+    if float_layers:
+        return _Denylisted(tf, conv, float_layers, calib or [])
+    return conv
+
+
+def _representative(calib: list[np.ndarray]) -> Any:
+    n = len(calib[0]) if calib else 0
+
+    def gen() -> Any:
+        step = max(1, n // 10)
+        for i in range(n):
+            if (i + 1) % step == 0 or i + 1 == n:
+                print(f"edgesdk: calibrating {i + 1}/{n}", file=sys.stderr, flush=True)
+            yield [a[i : i + 1] for a in calib]
+
+    return gen
+
+
+class _Denylisted:
+    """A converter stand-in whose ``convert()`` keeps the named layers in float (QuantizationDebugger)."""
+
+    def __init__(self, tf: Any, conv: Any, nodes: list[str], calib: list[np.ndarray]) -> None:
+        self.tf, self.conv, self.nodes, self.calib = tf, conv, nodes, calib
+
+    def convert(self) -> bytes:
+        qd = self.tf.lite.experimental.QuantizationDebugger
+        opts = self.tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=self.nodes)
+        dbg = qd(converter=self.conv, debug_dataset=_representative(self.calib[:20]), debug_options=opts)
+        return bytes(dbg.get_nondebug_quantized_model())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

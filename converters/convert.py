@@ -1,0 +1,330 @@
+"""``convert()``: a Keras model to a correct, quantized, self-describing ``.tflite``.
+
+Options are checked against a capability table before any work; the TensorFlow converter
+runs in a child process (:mod:`converters.child_proc`); the result carries a model card
+with the quantization, the accuracy against Keras (measured with the device runtime) and
+the source model's SHA-256, and is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.card import ModelCard, atomic_write, embed_card
+from sdk.errors import ConfigError, ConversionError, ModelFormatError
+from sdk.tflite_file import TFLiteFile
+
+log = logging.getLogger("edgesdk")
+
+MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+CALIBRATED = ("int8", "int16x8")
+TARGET_MODES = {
+    "cpu": MODES,
+    "edgetpu": ("int8",),  # the Edge TPU runs only full-integer 8-bit models
+    "gpu": ("fp32", "fp16", "int8"),  # the GPU delegate has no hybrid (dynamic-range) or int16 kernels
+}
+IO_TYPES = {"fp32": ("float",), "fp16": ("float",), "dynamic": ("float",), "int8": ("int8", "uint8", "float"), "int16x8": ("float", "int16")}
+RECOMMENDED_CALIBRATION = 100
+
+
+@dataclass
+class ConvertResult:
+    """One converted model.
+
+    Attributes:
+        path: The written model (the compiled ``*_edgetpu.tflite`` when the compiler ran).
+        mode: Quantization mode.
+        size_bytes: File size.
+        report: Accuracy vs Keras, quantization facts, notes (JSON-able).
+        card: The embedded model card.
+    """
+
+    path: Path
+    mode: str
+    size_bytes: int
+    report: dict[str, Any]
+    card: ModelCard
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "mode": self.mode, "size_bytes": self.size_bytes, "report": self.report, "notes": self.notes}
+
+
+def check_options(mode: str, target: str = "cpu", io: str | None = None, calibration: Any = None, float_layers: Sequence[str] | None = None) -> None:
+    """Reject unsupported or conflicting options before any work.
+
+    Raises:
+        ConfigError: Naming the option, what is supported and what to do.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r} is not supported; choose one of {', '.join(MODES)} (or all)")
+    if target not in TARGET_MODES:
+        raise ConfigError(f"--target {target!r} is not supported; choose one of {', '.join(TARGET_MODES)}")
+    if mode not in TARGET_MODES[target]:
+        raise ConfigError(f"--mode {mode} cannot run on --target {target}; that target supports {', '.join(TARGET_MODES[target])}")
+    if io is not None and io not in IO_TYPES[mode]:
+        raise ConfigError(f"--io {io} does not apply to --mode {mode}; it supports {', '.join(IO_TYPES[mode])}")
+    if target == "edgetpu" and io == "float":
+        raise ConfigError("--io float with --target edgetpu leaves float quantize ops at the edges that run on the CPU; use --io int8 or uint8")
+    if mode in CALIBRATED and calibration is None:
+        raise ConfigError(
+            f"--mode {mode} needs --calibration PATH (a .npy/.npz [N, ...], or a folder of images/.wav files, ~{RECOMMENDED_CALIBRATION}+ samples "
+            "like the real inputs); it never calibrates on random noise"
+        )
+    if float_layers and mode != "int8":
+        raise ConfigError(f"--float-layers applies to --mode int8 only, got --mode {mode}")
+    if float_layers and target == "edgetpu":
+        raise ConfigError("--float-layers leaves float ops that the Edge TPU cannot run; drop it for --target edgetpu")
+
+
+def default_output(model_path: Path | None, mode: str) -> Path:
+    """``<stem>_<mode>.tflite`` beside the model (``model_<mode>.tflite`` for in-memory models)."""
+    if model_path is None:
+        return Path(f"model_{mode}.tflite")
+    stem = model_path.name if model_path.is_dir() else model_path.stem
+    return model_path.parent / f"{stem}_{mode}.tflite"
+
+
+def check_output(path: Path) -> None:
+    """Raise ConfigError unless ``path`` can be written (its folder exists and is writable)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"-o {path}: is a folder; give a .tflite file name")
+    if not parent.is_dir():
+        raise ConfigError(f"-o {path}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"-o {path}: folder {parent} is not writable; choose another output path")
+
+
+def check_model_path(p: Path) -> None:
+    """Raise ModelFormatError unless ``p`` looks like a .keras/.h5 file or a SavedModel folder."""
+    if not p.exists():
+        raise ModelFormatError(f"{p}: no such file or folder; expected a .keras/.h5 file or a SavedModel folder")
+    if p.is_dir():
+        if not (p / "saved_model.pb").exists():
+            raise ModelFormatError(f"{p}: folder without saved_model.pb; expected a SavedModel folder (model.export(path)) or a .keras file")
+        return
+    head = p.read_bytes()[:8]
+    if p.suffix == ".keras" and head[:2] == b"PK":
+        return
+    if p.suffix in (".h5", ".hdf5") and head == b"\x89HDF\r\n\x1a\n":
+        return
+    raise ModelFormatError(f"{p}: not a Keras model; expected a .keras file (model.save('m.keras')), an .h5 file or a SavedModel folder")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(q for q in path.rglob("*") if q.is_file()) if path.is_dir() else [path]
+    for q in files:
+        with open(q, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _custom_specs(model: Any) -> list[str]:
+    """``module:Class`` of an in-memory model's non-Keras layers that the child can import."""
+    specs = set()
+    for layer in getattr(model, "_flatten_layers", lambda: [])():
+        cls = type(layer)
+        if not cls.__module__.startswith(("keras", "tensorflow", "tf_keras")) and cls.__module__ != "__main__":
+            specs.add(f"{cls.__module__}:{cls.__qualname__}")
+    return sorted(specs)
+
+
+def _source(model: Any, work: Path, custom_objects: dict[str, Any] | None) -> tuple[Path, bool, list[str]]:
+    """The model as a file the child can load: (path, was_in_memory, custom object specs)."""
+    specs = [f"{c.__module__}:{c.__qualname__}" for c in (custom_objects or {}).values()]
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        check_model_path(p)
+        return p, False, specs
+    if not hasattr(model, "save") or not type(model).__module__.startswith("keras"):
+        raise ModelFormatError(f"model: expected a path or a keras.Model, got {type(model).__name__}")
+    p = work / f"{model.name or 'model'}.keras"
+    model.save(p)
+    return p, True, sorted(set(specs) | set(_custom_specs(model)))
+
+
+def _stage_data(data: Any, work: Path, name: str) -> Any:
+    """Arrays go to an .npz the child reads; paths pass through."""
+    if data is None:
+        return None
+    if isinstance(data, np.ndarray) or (isinstance(data, (list, tuple)) and data and isinstance(data[0], np.ndarray)):
+        arrays = [data] if isinstance(data, np.ndarray) else list(data)
+        p = work / f"{name}.npz"
+        np.savez(p, **{f"x{i:02d}": a for i, a in enumerate(arrays)})
+        return str(p)
+    p = Path(data)
+    if not p.exists():
+        raise ConfigError(f"--{name}: {p}: no such file or folder")
+    if p.is_dir() and not any(q.is_file() for q in p.iterdir()):
+        raise ConfigError(f"--{name}: {p}: the folder is empty; expected images or .wav files")
+    return str(p.resolve())
+
+
+def convert(
+    model: Any,
+    mode: str = "int8",
+    output: str | Path | None = None,
+    calibration: Any = None,
+    eval_data: Any = None,
+    card: ModelCard | None = None,
+    target: str = "cpu",
+    io: str | None = None,
+    progress: bool = True,
+    *,
+    unroll: bool | None = None,
+    custom_objects: dict[str, Any] | None = None,
+    float_layers: Sequence[str] | None = None,
+) -> ConvertResult:
+    """Convert ``model`` to a ``.tflite`` file with an embedded model card and an accuracy report.
+
+    Args:
+        model: A ``.keras``/``.h5`` path, a SavedModel folder, or an in-memory ``keras.Model``.
+        mode: ``fp32``, ``fp16``, ``dynamic``, ``int8`` (full integer) or ``int16x8``.
+        output: Output path; default ``<stem>_<mode>.tflite`` beside the model.
+        calibration: Samples for int8/int16x8 (array ``[N, ...]``, list of arrays, .npy/.npz, folder).
+        eval_data: Samples for the accuracy report (default: the calibration samples).
+        card: Task-specific card fields; quantization/metrics/source are filled in.
+        target: ``cpu``, ``edgetpu`` (also runs readiness and ``edgetpu_compiler``) or ``gpu``.
+        io: I/O tensor type: int8 (default for int8), uint8 or float; int16 or float for int16x8.
+        progress: Progress lines on stderr.
+        unroll: Unroll recurrent layers (default: when the mode or target needs it).
+        custom_objects: Custom layer classes (must live in importable modules).
+        float_layers: int8 only: layer/tensor names kept in float (QuantizationDebugger denylist).
+
+    Raises:
+        ConfigError, ModelFormatError, ConversionError: One-line messages.
+    """
+    results = convert_modes(model, [mode], output=output, calibration=calibration, eval_data=eval_data, card=card, target=target,
+                            io=io, progress=progress, unroll=unroll, custom_objects=custom_objects, float_layers=float_layers)
+    res = results[mode]
+    if isinstance(res, str):
+        raise ConversionError(res)
+    return res
+
+
+def convert_modes(
+    model: Any,
+    modes: Sequence[str],
+    output: str | Path | None = None,
+    calibration: Any = None,
+    eval_data: Any = None,
+    card: ModelCard | None = None,
+    target: str = "cpu",
+    io: str | None = None,
+    progress: bool = True,
+    *,
+    unroll: bool | None = None,
+    custom_objects: dict[str, Any] | None = None,
+    float_layers: Sequence[str] | None = None,
+    latency_runs: int = 0,
+) -> dict[str, ConvertResult | str]:
+    """Convert ``model`` in several modes with one child process (one TensorFlow start).
+
+    ``output`` is a file for one mode, a folder for several. A mode that fails maps to its
+    one-line error message instead of a result. ``latency_runs`` > 0 adds ``latency_p50_ms``.
+    """
+    from converters import child_proc
+
+    modes = list(modes)
+    for m in modes:
+        # with several modes, --io applies to the modes that support it
+        check_options(m, target, io if len(modes) == 1 or io in IO_TYPES[m] else None, calibration, float_layers if m == "int8" else None)
+    with tempfile.TemporaryDirectory(prefix="edgesdk-convert-") as tmp:
+        work = Path(tmp)
+        src, in_memory, specs = _source(model, work, custom_objects)
+        outputs = _outputs(None if in_memory else src, modes, output)
+        for p in outputs.values():
+            check_output(p)
+        job = {
+            "model": str(src), "modes": modes, "io": io, "target": target, "unroll": unroll, "dir": str(work),
+            "calibration": _stage_data(calibration, work, "calibration"), "eval": _stage_data(eval_data, work, "eval"),
+            "card_input": (card.input if card else {}), "custom_objects": specs, "float_layers": list(float_layers or []),
+        }
+        child = child_proc.run_modes(work, job, progress)
+        if child.calibration and child.calibration["count"] < RECOMMENDED_CALIBRATION:
+            log.warning("calibration: only %d samples; %d+ like the real inputs are recommended", child.calibration["count"], RECOMMENDED_CALIBRATION)
+        ctx = {"src": src, "in_memory": in_memory, "card": card, "child": child, "work": work, "target": target, "progress": progress, "latency_runs": latency_runs}
+        out: dict[str, ConvertResult | str] = {}
+        for m in modes:
+            out[m] = child.failed[m] if m in child.failed else _finish(m, outputs[m], ctx)
+    return out
+
+
+def _outputs(src: Path | None, modes: list[str], output: str | Path | None) -> dict[str, Path]:
+    if output is None:
+        return {m: default_output(src, m) for m in modes}
+    out = Path(output)
+    if len(modes) == 1 and not out.is_dir():
+        if out.suffix != ".tflite":
+            raise ConfigError(f"-o {out}: expected a file name ending in .tflite")
+        return {modes[0]: out}
+    if not out.is_dir():
+        raise ConfigError(f"-o {out}: with several modes, -o must be an existing folder")
+    return {m: out / default_output(src, m).name for m in modes}
+
+
+def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
+    """Report, card, atomic write (and the Edge TPU steps) for one converted mode."""
+    from converters import report as rpt
+
+    child, work = ctx["child"], ctx["work"]
+    data = (work / f"{mode}.tflite").read_bytes()
+    f = TFLiteFile(data, str(out_path))
+    rep: dict[str, Any] = {"mode": mode, "size_bytes": len(data), **rpt.quantization_facts(f)}
+    info = child.done[mode]
+    notes = list(info.get("notes", []))
+    if info.get("unrolled") and any("unrolled" in n for n in notes):
+        notes.append("unrolling copies the recurrent cell per time step, so this model can be larger than the fp32 WHILE-loop one")
+    if info.get("path") != "from_keras_model":
+        notes.append(f"converted via {info.get('path')}")
+    with np.load(work / "eval.npz") as z:
+        ins = [z[f"in{i}"] for i in range(sum(k.startswith("in") for k in z.files))]
+        kouts = [z[f"out{i}"] for i in range(sum(k.startswith("out") for k in z.files))]
+    touts, names, runner = rpt.run_tflite(data, ins, ctx["progress"])
+    rep["accuracy"] = {**(child.eval or {}), "outputs": rpt.compare(kouts, touts, names)}
+    if ctx["latency_runs"]:
+        rep["latency_p50_ms"] = rpt.latency_p50(runner, ins, ctx["latency_runs"])
+    rep["notes"] = notes
+    card = _card(mode, ctx, rep, f)
+    final = embed_card(data, card)
+    rep["size_bytes"] = len(final)
+    atomic_write(out_path, final)
+    path = out_path
+    if ctx["target"] == "edgetpu":
+        from converters import edgetpu
+
+        rep["edgetpu"] = edgetpu.readiness(TFLiteFile(final, str(out_path))).to_json()
+        compiled, compile_info = edgetpu.compile_model(out_path)
+        rep["edgetpu"]["compiler"] = compile_info
+        path = compiled or out_path
+    return ConvertResult(path=path, mode=mode, size_bytes=path.stat().st_size, report=rep, card=card, notes=notes)
+
+
+def _card(mode: str, ctx: dict[str, Any], rep: dict[str, Any], f: TFLiteFile) -> ModelCard:
+    """The caller's card with quantization, metrics and source filled in."""
+    base: ModelCard = ctx["card"] or ModelCard()
+    calib = ctx["child"].calibration if mode in CALIBRATED else None
+    quant = {**base.quantization, "mode": mode, "io": rep["input_dtypes"][0] if rep["input_dtypes"] else None,
+             "target": ctx["target"], "full_integer": rep["full_integer"],
+             "calibration": calib, "unrolled": ctx["child"].done[mode].get("unrolled", False)}
+    acc = rep["accuracy"]
+    metrics = {**base.metrics, "vs_keras": {"data": acc.get("source"), "count": acc.get("count"),
+               "outputs": [{k: v for k, v in o.items() if k != "shape"} for o in acc["outputs"]]}}
+    src: Path = ctx["src"]
+    source = {**base.source, "sha256": sha256(src)}
+    if not ctx["in_memory"] or "file" not in base.source:
+        source["file"] = src.name if not ctx["in_memory"] else base.source.get("file", "in-memory keras.Model")
+    return base.replace(quantization=quant, metrics=metrics, source=source)
+

@@ -1,0 +1,216 @@
+"""Calibration and evaluation samples: arrays, ``.npy``/``.npz`` files, folders of images or ``.wav`` files.
+
+Everything ends up as one float32 array ``[N, *input_shape]`` per model input and is checked
+against the model's input shapes, so a wrong layout is reported as "expected [N, ...], got ..."
+before any conversion work. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import sys
+import wave
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.errors import ConfigError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+WAV_EXTS = (".wav",)
+RECOMMENDED_SAMPLES = 100
+# Waveform inputs are long 1-D vectors; feature inputs (spectrograms) are short or 2-D.
+MIN_WAVEFORM_SAMPLES = 1000
+
+Shape = Sequence[int | None]
+
+
+def shape_str(shape: Sequence[Any]) -> str:
+    """``["N", 98, None]`` → ``"[N, 98, ?]"``."""
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def progress(what: str, done: int, total: int) -> None:
+    """One progress line on stderr (callers print every few percent, not every item)."""
+    print(f"edgesdk: {what} {done}/{total}", file=sys.stderr, flush=True)
+
+
+def load_samples(
+    source: Any,
+    input_shapes: Sequence[Shape],
+    *,
+    what: str = "calibration",
+    card_input: dict[str, Any] | None = None,
+    limit: int | None = None,
+    show_progress: bool = True,
+) -> tuple[list[np.ndarray], str]:
+    """Load samples for every model input.
+
+    Args:
+        source: An array ``[N, *shape]`` (a list of arrays for multi-input models), a
+            ``.npy``/``.npz`` path, or a folder of images or ``.wav`` files.
+        input_shapes: The model's input shapes without the batch axis (``None`` = any size).
+        what: ``"calibration"`` or ``"eval"``, for messages.
+        card_input: The card's ``input`` section (``mean``, ``std``, ``channel_order``,
+            ``letterbox``, ``sample_rate``) used to preprocess folders.
+        limit: Keep at most this many samples.
+        show_progress: Print progress on stderr while reading folders.
+
+    Returns:
+        ``(arrays, description)``: one float32 array per input, and a short source description.
+
+    Raises:
+        ConfigError: Missing/empty/unsupported source, or samples of the wrong shape.
+    """
+    if isinstance(source, np.ndarray) or (isinstance(source, (list, tuple)) and source and isinstance(source[0], np.ndarray)):
+        arrays = [source] if isinstance(source, np.ndarray) else list(source)
+        desc = "array"
+    else:
+        path = Path(source)
+        arrays, desc = _load_path(path, input_shapes, what, card_input or {}, show_progress)
+    arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+    check_shapes(arrays, input_shapes, what)
+    if limit is not None and len(arrays[0]) > limit:
+        arrays = [a[:limit] for a in arrays]
+    return arrays, desc
+
+
+def check_shapes(arrays: Sequence[np.ndarray], input_shapes: Sequence[Shape], what: str) -> None:
+    """Raise a ConfigError unless ``arrays`` match ``input_shapes`` (plus a leading N axis)."""
+    if len(arrays) != len(input_shapes):
+        raise ConfigError(f"{what}: the model has {len(input_shapes)} inputs; got {len(arrays)} arrays (pass a list, one [N, ...] array per input)")
+    n = len(arrays[0])
+    for i, (a, shape) in enumerate(zip(arrays, input_shapes)):
+        expected = ["N", *shape]
+        ok = a.ndim == len(shape) + 1 and all(d is None or d == g for d, g in zip(shape, a.shape[1:]))
+        if not ok:
+            which = f" input {i}" if len(arrays) > 1 else ""
+            raise ConfigError(f"{what}{which}: expected {shape_str(expected)}, got {list(a.shape)}; samples must be preprocessed like the model's input, with a leading sample axis")
+        if len(a) != n:
+            raise ConfigError(f"{what}: input arrays hold different sample counts ({[len(x) for x in arrays]})")
+    if n == 0:
+        raise ConfigError(f"{what}: no samples (an empty array); provide at least {RECOMMENDED_SAMPLES}")
+
+
+def _load_path(path: Path, input_shapes: Sequence[Shape], what: str, card_input: dict[str, Any], show: bool) -> tuple[list[np.ndarray], str]:
+    if not path.exists():
+        raise ConfigError(f"{what}: {path}: no such file or folder")
+    if path.is_dir():
+        return _load_folder(path, input_shapes, what, card_input, show)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return [np.load(path, allow_pickle=False)], path.name
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                if not keys:
+                    raise ConfigError(f"{what}: {path}: the .npz archive is empty")
+                return [z[k] for k in keys[: len(input_shapes)]], path.name
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{what}: {path}: cannot read as a NumPy array ({e})") from e
+    raise ConfigError(f"{what}: {path}: unsupported file type {suffix!r}; expected a .npy/.npz array [N, ...] or a folder of images or .wav files")
+
+
+def _load_folder(path: Path, input_shapes: Sequence[Shape], what: str, card_input: dict[str, Any], show: bool) -> tuple[list[np.ndarray], str]:
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
+    wavs = [p for p in files if p.suffix.lower() in WAV_EXTS]
+    if not images and not wavs:
+        raise ConfigError(f"{what}: {path}: the folder holds no images ({', '.join(IMAGE_EXTS)}) or .wav files")
+    if len(input_shapes) != 1:
+        raise ConfigError(f"{what}: {path}: folders work for single-input models only; pass a list of arrays or an .npz with one array per input")
+    shape = list(input_shapes[0])
+    if images and len(images) >= len(wavs):
+        return [_read_images(images, shape, what, card_input, show)], f"{path.name}/ ({len(images)} images)"
+    return [_read_wavs(wavs, shape, what, card_input, show)], f"{path.name}/ ({len(wavs)} wav files)"
+
+
+def _read_images(files: list[Path], shape: list[int | None], what: str, card_input: dict[str, Any], show: bool) -> np.ndarray:
+    from sdk.lazy import require
+
+    cv2 = require("cv2", "reading calibration images")
+    if len(shape) != 3 or shape[0] is None or shape[1] is None or shape[2] not in (1, 3):
+        raise ConfigError(f"{what}: images need a model input [H, W, 1|3]; the model takes {shape_str(['N', *shape])}; pass a .npy of preprocessed samples")
+    h, w, c = int(shape[0]), int(shape[1]), int(shape[2])
+    out = np.empty((len(files), h, w, c), dtype=np.float32)
+    for i, f in enumerate(files):
+        img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE if c == 1 else cv2.IMREAD_COLOR)
+        if img is None:
+            raise ConfigError(f"{what}: {f}: cannot decode the image")
+        out[i] = preprocess_image(img, h, w, card_input).reshape(h, w, c)
+        if show and (i + 1 == len(files) or (i + 1) % 50 == 0):
+            progress(f"{what}: reading images", i + 1, len(files))
+    return out
+
+
+def preprocess_image(img: np.ndarray, h: int, w: int, card_input: dict[str, Any]) -> np.ndarray:
+    """Resize (or letterbox) a decoded BGR/gray image and normalise it as the card says.
+
+    Without ``mean``/``std`` in the card, pixels are scaled to [0, 1]. ``mean``/``std``
+    given in 0-255 units (any value > 1) apply to raw pixels, otherwise to [0, 1] pixels.
+    """
+    import cv2
+
+    if card_input.get("letterbox"):
+        scale = min(h / img.shape[0], w / img.shape[1])
+        nh, nw = round(img.shape[0] * scale), round(img.shape[1] * scale)
+        resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas = np.full((h, w, *img.shape[2:]), 114, dtype=np.uint8)
+        top, left = (h - nh) // 2, (w - nw) // 2
+        canvas[top : top + nh, left : left + nw] = resized
+        img = canvas
+    else:
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    if img.ndim == 3 and str(card_input.get("channel_order", "rgb")).lower() == "rgb":
+        img = img[..., ::-1]
+    x = img.astype(np.float32)
+    mean, std = card_input.get("mean"), card_input.get("std")
+    if mean is None and std is None:
+        return x / 255.0
+    m = np.asarray(mean if mean is not None else 0.0, dtype=np.float32)
+    s = np.asarray(std if std is not None else 1.0, dtype=np.float32)
+    if max(float(np.max(np.abs(m))), float(np.max(s))) <= 1.0:
+        x /= 255.0
+    return (x - m) / s
+
+
+def _read_wavs(files: list[Path], shape: list[int | None], what: str, card_input: dict[str, Any], show: bool) -> np.ndarray:
+    length = shape[0] if shape else None
+    is_waveform = len(shape) in (1, 2) and length is not None and length >= MIN_WAVEFORM_SAMPLES and (len(shape) == 1 or shape[1] == 1)
+    if not is_waveform:
+        raise ConfigError(
+            f"{what}: .wav files can calibrate only models that take raw waveforms [N, samples(, 1)]; this model takes "
+            f"{shape_str(['N', *shape])} (features): compute the features with the app's feature extractor and pass them as a .npy [N, ...]"
+        )
+    rate = card_input.get("sample_rate")
+    windows = []
+    for i, f in enumerate(files):
+        audio = read_wav(f, rate)
+        n = len(audio) // length
+        windows.extend(audio[k * length : (k + 1) * length] for k in range(max(n, 0)))
+        if show and (i + 1 == len(files) or (i + 1) % 50 == 0):
+            progress(f"{what}: reading wav files", i + 1, len(files))
+    if not windows:
+        raise ConfigError(f"{what}: every .wav file is shorter than the model's window of {length} samples")
+    return np.stack(windows).reshape(len(windows), *shape).astype(np.float32)
+
+
+def read_wav(path: Path, rate: int | None = None) -> np.ndarray:
+    """A mono float32 waveform in [-1, 1], linearly resampled to ``rate`` if given."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            sr, ch, width, raw = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.readframes(w.getnframes())
+    except (wave.Error, EOFError, OSError) as e:
+        raise ConfigError(f"{path}: not a readable PCM .wav file ({e})") from e
+    if width not in (1, 2, 4):
+        raise ConfigError(f"{path}: unsupported sample width {width * 8} bits; expected 8, 16 or 32-bit PCM")
+    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
+    x = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+    x = (x - 128.0) / 128.0 if width == 1 else x / float(np.iinfo(dtype).max + 1)
+    x = x.reshape(-1, ch).mean(axis=1)
+    if rate and rate != sr and len(x):
+        n = int(round(len(x) * rate / sr))
+        x = np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
+    return x
