@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -88,7 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    verbose = getattr(args, "verbose", 0)
+    if verbose < 2:
+        # TensorFlow (host commands) floods stderr with C++ logs at import; keep them for -vv
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GLOG_minloglevel", "3")
+    setup_logging(verbose, getattr(args, "quiet", False))
     out = Output(json_mode=getattr(args, "json", False))
     try:
         return int(args.func(args, out) or 0)

@@ -15,13 +15,17 @@ from sdk.cli.output import Output
 
 
 def _small_cnn(path: Path):  # noqa: ANN202 - returns calibration data
-    import keras
     import numpy as np
 
+    from sdk._native import captured_native_stderr
+
+    with captured_native_stderr():  # TensorFlow's C++ start-up chatter
+        import keras
+
     keras.utils.set_random_seed(0)
-    inp = keras.Input((64, 64, 3), name="image")
+    inp = keras.Input((128, 128, 3), name="image")
     x = inp
-    for filters in (16, 32, 64):
+    for filters in (16, 32, 64, 128):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = keras.layers.BatchNormalization()(x)
         x = keras.layers.ReLU()(x)
@@ -30,7 +34,7 @@ def _small_cnn(path: Path):  # noqa: ANN202 - returns calibration data
     out = keras.layers.Dense(10, activation="softmax")(x)
     keras.Model(inp, out).save(path)
     rng = np.random.default_rng(0)
-    return rng.random((100, 64, 64, 3), dtype=np.float32)
+    return rng.random((100, 128, 128, 3), dtype=np.float32)
 
 
 def runtime_demo(out: Output) -> None:
@@ -43,7 +47,7 @@ def runtime_demo(out: Output) -> None:
     if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("converters.convert"):
         from converters.convert import convert
 
-        out.text("[runtime] converting a small Keras CNN (64x64x3 → 10 classes) to fp32 and full-int8 TFLite ...")
+        out.text("[runtime] converting a small Keras CNN (128x128x3 → 10 classes) to fp32 and full-int8 TFLite ...")
         keras_path = work / "cnn.keras"
         calib = _small_cnn(keras_path)
         for mode in ("fp32", "int8"):
