@@ -42,7 +42,9 @@ OP_HINTS: dict[str, str] = {
     "GELU": "use relu or hard_swish",
     "CAST": "remove dtype casts from the graph",
     "ARG_MAX": "take the argmax in post-processing",
+    "UNPACK": "unrolled GRU/LSTM steps use UNPACK, which the Edge TPU lacks: put recurrent layers last (they run on the CPU) or replace them with Conv1D",
 }
+DTYPE_HINT = "convert with --mode int8 (full integer); fp32/fp16/dynamic/int16x8 models cannot run on the Edge TPU"
 COMPILER_HELP = (
     "edgetpu_compiler is not installed; it runs only on x86-64 Debian/Ubuntu: add Coral's apt repository "
     "(echo 'deb https://packages.cloud.google.com/apt coral-edgetpu-stable main' | sudo tee /etc/apt/sources.list.d/coral-edgetpu.list; "
@@ -113,7 +115,7 @@ def _check_tensors(f: TFLiteFile, r: Readiness) -> None:
             r.add("batch 1", f"input {t.name!r} has batch {t.shape[0]}", "convert with batch 1 (edgesdk convert does)")
     floats = [t for sg in f.subgraphs for t in sg.tensors if t.dtype.startswith("float") and not _edge(f, t.index)]
     if floats:
-        r.add("8-bit tensors", f"{len(floats)} float tensors (e.g. {floats[0].name!r})", "convert with --mode int8 (full integer); fp16/dynamic models cannot run on the Edge TPU")
+        r.add("8-bit tensors", f"{len(floats)} float tensors (e.g. {floats[0].name!r})", DTYPE_HINT)
     other = sorted({t.dtype for t in f.main.tensors if t.dtype not in ("int8", "uint8", "int32", "float32") and not t.dtype.startswith("float")})
     if other:
         r.add("8-bit tensors", f"tensor types {other} (int16 activations?)", "use --mode int8, not int16x8")
@@ -149,7 +151,8 @@ def _map_ops(f: TFLiteFile, r: Readiness) -> None:
             continue
         if cut is None and reason:
             cut = f"after op {op.index} {op.name}"
-            r.add("supported ops", f"op {op.index} {op.name}: {reason}; it and every later op run on the CPU", OP_HINTS.get(op.name, f"replace {op.name} with an Edge TPU op or move it to post-processing"))
+            hint = DTYPE_HINT if reason.startswith("works on") else OP_HINTS.get(op.name, f"replace {op.name} with an Edge TPU op or move it to post-processing")
+            r.add("supported ops", f"op {op.index} {op.name}: {reason}; it and every later op run on the CPU", hint)
         device = "CPU" if (cut or reason) else "TPU"
         r.ops.append(OpVerdict(op.index, op.name, device, reason or (cut and f"runs on the CPU: graph cut {cut}") or "", SUPPORTED_OPS.get(op.name, "")))
 

@@ -191,16 +191,16 @@ def _patch(cfg: Any, unroll: bool, notes: list[str]) -> bool:
         if cls == "InputLayer" and isinstance(inner, dict):
             for key in ("batch_shape", "batch_input_shape"):
                 shape = inner.get(key)
-                if isinstance(shape, list) and shape and shape[0] != 1:
-                    shape[0] = 1
+                if isinstance(shape, (list, tuple)) and shape and shape[0] != 1:
+                    inner[key] = [1, *shape[1:]]
                     changed = True
         if cls in RECURRENT and isinstance(inner, dict) and unroll and not inner.get("unroll"):
             inner["unroll"] = True
             notes.append(str(inner.get("name", cls)))
             changed = True
         shape = cfg.get("build_input_shape")
-        if isinstance(shape, list) and shape and shape[0] != 1:
-            shape[0] = 1
+        if isinstance(shape, (list, tuple)) and shape and shape[0] != 1:
+            cfg["build_input_shape"] = [1, *shape[1:]]
             changed = True
         for v in cfg.values():
             changed |= _patch(v, unroll, notes)
