@@ -1,0 +1,1 @@
+"""Face verification: detect, align, embed, and match against stored embeddings (SQLite)."""

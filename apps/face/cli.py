@@ -1,0 +1,208 @@
+"""``edgesdk face ...`` (enroll, verify, identify, compare, calibrate, list, remove) and ``edgesdk eval face``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sdk.cli.output import Output, table
+
+EXIT_CODES = """exit codes:
+  0  success (verify: the face matches; identify: a known face)
+  1  verify: no match; identify: nobody known (the JSON line says so)
+  2  bad input: unreadable image, no face, several faces (enroll without --largest), tiny or
+     blurred face, unknown name, empty database, database made with another model, bad option
+On any error nothing is written to the database."""
+
+
+def _face_options() -> argparse.ArgumentParser:
+    from sdk.cli.bench import add_runner_args
+    from sdk.embeddings import default_db_path
+
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("face pipeline")
+    g.add_argument("--db", default=str(default_db_path()), help="face database (SQLite, created 0600)")
+    g.add_argument("--model", default=None, help="embedding .tflite with a face-embed card (default: the shipped pipeline)")
+    g.add_argument("--detector", choices=("blazeface", "haar"), default="blazeface", help="face detector")
+    g.add_argument("--threshold", type=float, default=None, help="distance threshold (default: calibrated, else the model's)")
+    g.add_argument("--min-face", type=int, default=40, help="smallest usable face side in pixels")
+    g.add_argument("--min-sharpness", type=float, default=30.0, help="smallest Laplacian variance of a 64x64 face")
+    add_runner_args(g)
+    return p
+
+
+def _camera_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("camera")
+    g.add_argument("--source", default=None, help="camera index, /dev/videoN, video file or URL instead of IMAGE")
+    g.add_argument("--consistent", type=int, default=3, help="frames that must agree before a decision is reported")
+    g.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: until the source ends or Ctrl-C)")
+    return p
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    face = sub.add_parser("face", help="face verification with stored embeddings", epilog=EXIT_CODES, formatter_class=fmt)
+    fs = face.add_subparsers(dest="face_command", metavar="ACTION", required=True)
+    fo, cam = _face_options(), _camera_options()
+
+    def add(name: str, helptext: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return fs.add_parser(name, help=helptext, parents=[common, *parents], epilog=EXIT_CODES, formatter_class=fmt)
+
+    p = add("enroll", "add a person from photos or camera frames", fo, cam)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    p.add_argument("--count", type=int, default=5, help="camera: sharp, frontal, single-face frames to keep")
+    p.add_argument("--largest", action="store_true", help="use the largest face when an image has several")
+    p.add_argument("--skip-bad", action="store_true", help="skip unusable images with a warning instead of failing")
+    p.set_defaults(func=_enroll)
+    p = add("verify", "is this NAME? (distance to NAME's nearest embedding)", fo, cam)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("image", nargs="?", metavar="IMAGE")
+    p.set_defaults(func=_verify)
+    p = add("identify", "who is this? nearest enrolled identity, or null", fo, cam)
+    p.add_argument("image", nargs="?", metavar="IMAGE")
+    p.set_defaults(func=_identify)
+    p = add("compare", "distance between the faces of two images", fo)
+    p.add_argument("a", metavar="IMAGE_A")
+    p.add_argument("b", metavar="IMAGE_B")
+    p.set_defaults(func=_compare)
+    p = add("calibrate", "threshold from genuine vs impostor distances, stored in the database", fo)
+    p.add_argument("--pairs", default=None, help="CSV: image_a,image_b,same (default: all pairs of the enrolled set)")
+    p.add_argument("--far", type=float, default=1e-3, help="target false-accept rate")
+    p.add_argument("--dry-run", action="store_true", help="report only, do not store the threshold")
+    p.set_defaults(func=_calibrate)
+    p = add("list", "enrolled identities")
+    p.add_argument("--db", default=fo.parse_known_args([])[0].db, help="face database")
+    p.set_defaults(func=_list)
+    p = add("remove", "delete an identity and its embeddings")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--db", default=fo.parse_known_args([])[0].db, help="face database")
+    p.set_defaults(func=_remove)
+
+
+def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("face", parents=[common, _face_options()], help="verification metrics on labelled pairs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--pairs", required=True, help="CSV: image_a,image_b,same")
+    p.add_argument("--far", type=float, default=1e-3, help="FAR for the TAR figure")
+    p.add_argument("--compare-dlib", action="store_true", help="also run dlib's own pipeline (needs the dlib package)")
+    p.set_defaults(func=_eval)
+
+
+def _app(args: argparse.Namespace, with_store: bool = True):
+    from apps.face.app import FaceApp
+    from apps.face.loader import load_embedder
+    from sdk.cli.bench import runner_kwargs
+    from sdk.embeddings import EmbeddingStore
+
+    emb = load_embedder(args.model, args.detector, args.min_face, **runner_kwargs(args))
+    store = None
+    if with_store:
+        store = EmbeddingStore(args.db, emb.model_hash, emb.dim, emb.metric, emb.threshold, emb.model_name)
+    return FaceApp(emb, store, min_face=args.min_face, min_sharpness=args.min_sharpness)
+
+
+def _need_one(args: argparse.Namespace, what: str) -> None:
+    from sdk.errors import ConfigError
+
+    if bool(getattr(args, "source", None)) == bool(what):
+        raise ConfigError(f"face {args.face_command}: give either an IMAGE or --source CAMERA, not {'both' if what else 'neither'}")
+
+
+def _enroll(args: argparse.Namespace, out: Output) -> int:
+    from sdk.errors import ConfigError
+
+    _need_one(args, args.images)
+    if args.count < 1:
+        raise ConfigError(f"--count must be at least 1, got {args.count}")
+    app = _app(args)
+    if args.source:
+        from apps.face.live import enroll_from_camera
+
+        res = enroll_from_camera(app, args.name, args.source, args.count, args.frames)
+    else:
+        res = app.enroll(args.name, args.images, largest=args.largest, skip_bad=args.skip_bad)
+    out.emit(res, f"enrolled {res['name']}: {res['enrolled']} new embedding(s), {res['embeddings']} in all"
+             + (f", {res['skipped']} skipped" if res.get("skipped") else ""))
+    return 0
+
+
+def _emit_match(out: Output, m, label: str) -> int:
+    d = m.to_json()
+    verdict = "MATCH" if m.match else "no match"
+    out.emit(d, f"{label}: {verdict} ({d['name'] or 'unknown'}, distance {d['distance']:.3f}, threshold {d['threshold']:.3f})")
+    return 0 if m.match else 1
+
+
+def _verify(args: argparse.Namespace, out: Output) -> int:
+    _need_one(args, args.image)
+    app = _app(args)
+    if args.source:
+        from apps.face.live import live
+
+        return live(app, out, args.source, "verify", args.name, args.threshold, args.consistent, args.frames)
+    return _emit_match(out, app.verify(args.name, args.image, args.threshold), args.image)
+
+
+def _identify(args: argparse.Namespace, out: Output) -> int:
+    _need_one(args, args.image)
+    app = _app(args)
+    if args.source:
+        from apps.face.live import live
+
+        return live(app, out, args.source, "identify", None, args.threshold, args.consistent, args.frames)
+    return _emit_match(out, app.identify(args.image, args.threshold), args.image)
+
+
+def _compare(args: argparse.Namespace, out: Output) -> int:
+    app = _app(args, with_store=Path(args.db).is_file())
+    res = app.compare(args.a, args.b, args.threshold)
+    out.emit(res, f"distance {res['distance']:.3f} ({'same person' if res['match'] else 'different people'} at threshold {res['threshold']:.3f})")
+    return 0 if res["match"] else 1
+
+
+def _calibrate(args: argparse.Namespace, out: Output) -> int:
+    from apps.face.evaluate import calibrate_report
+
+    app = _app(args)
+    res = calibrate_report(app, args.pairs, args.far, store_it=not args.dry_run)
+    human = "\n".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items())
+    out.emit(res, human)
+    return 0
+
+
+def _list(args: argparse.Namespace, out: Output) -> int:
+    import time
+
+    from sdk.embeddings import EmbeddingStore
+
+    with EmbeddingStore(args.db, None) as store:
+        rows = store.identities()
+        if out.json_mode:
+            for r in rows:
+                out.emit(r)
+        else:
+            fmt = [{**r, "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                    "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"]))} for r in rows]
+            out.text(table(fmt, ["name", "embeddings", "created", "updated"]))
+            out.text(f"threshold {store.threshold:.4f} ({'calibrated' if store.calibrated else 'model default'}), metric {store.metric}")
+    return 0
+
+
+def _remove(args: argparse.Namespace, out: Output) -> int:
+    from sdk.embeddings import EmbeddingStore
+
+    with EmbeddingStore(args.db, None) as store:
+        n = store.remove(args.name)
+    out.emit({"name": args.name, "removed": n}, f"removed {args.name} ({n} embedding(s))")
+    return 0
+
+
+def _eval(args: argparse.Namespace, out: Output) -> int:
+    from apps.face.evaluate import evaluate_pairs
+
+    app = _app(args, with_store=False)
+    for row in evaluate_pairs(app, args.pairs, args.far, compare_dlib=args.compare_dlib):
+        out.emit(row)
+    return 0

@@ -1,0 +1,299 @@
+"""A SQLite store of face embeddings: identities, several embeddings each, one model.
+
+The file holds biometric data, so it is created with mode 0600 (and its folder 0700)
+before SQLite opens it. Every embedding in a store comes from the same embedding model,
+recorded by the SHA-256 of its ``.tflite``: opening the store with another model is
+refused, because distances between two models' embeddings mean nothing. Enrolment is one
+transaction, so a crash never leaves a half-enrolled identity. ``identify`` keeps every
+embedding in one float32 matrix in memory and compares with a single matrix-vector
+product (100,000 embeddings of 128-d in a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sdk.errors import EdgeSDKError
+
+METRICS = ("euclidean", "cosine")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS embeddings (
+    id INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    vector BLOB NOT NULL, source TEXT, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
+"""
+
+
+class StoreError(EdgeSDKError, ValueError):
+    """The embedding store is unusable: another model's, wrong dimension, unknown name, empty."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """The nearest stored identity to a query embedding."""
+
+    name: str | None
+    distance: float
+    match: bool
+    threshold: float
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "match": self.match, "distance": round(self.distance, 4), "threshold": round(self.threshold, 4)}
+
+
+def default_db_path() -> Path:
+    """``$XDG_DATA_HOME/edgesdk/faces.db``, or ``~/.local/share/edgesdk/faces.db``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "edgesdk" / "faces.db"
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` (and its folder) readable by the owner only, before SQLite touches it."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.chmod(path, 0o600)  # the umask may have removed bits, never added: make it exact
+
+
+def distances(matrix: np.ndarray, query: np.ndarray, metric: str, sq_norms: np.ndarray | None = None) -> np.ndarray:
+    """Distances from ``query`` (D,) to every row of ``matrix`` (N, D), vectorised.
+
+    Euclidean uses ``|a|^2 + |b|^2 - 2 a.b`` (one matrix-vector product); cosine distance
+    is ``1 - cos``.
+    """
+    q = np.asarray(query, dtype=np.float32).ravel()
+    dots = matrix @ q
+    if metric == "cosine":
+        norms = np.sqrt(sq_norms if sq_norms is not None else np.einsum("ij,ij->i", matrix, matrix))
+        return 1.0 - dots / np.maximum(norms * float(np.linalg.norm(q)), 1e-12)
+    sq = sq_norms if sq_norms is not None else np.einsum("ij,ij->i", matrix, matrix)
+    d2 = sq - 2.0 * dots + float(q @ q)
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+class EmbeddingStore:
+    """Identities and their embeddings in one SQLite file, tied to one embedding model.
+
+    Args:
+        path: The database file (created 0600 if missing).
+        model_hash: SHA-256 (hex) of the embedding model the vectors come from. A store
+            made with another model is refused. ``None`` opens an existing store for
+            listing and removal without a model.
+        dim: Embedding size; checked against the store (ignored when ``model_hash`` is None).
+        metric: ``euclidean`` or ``cosine``; fixed when the store is created.
+        default_threshold: The model's threshold, used until ``calibrate`` stores one.
+        model_name: Shown in error messages.
+
+    Raises:
+        StoreError: If the file belongs to another model or dimension, or is not a store.
+    """
+
+    def __init__(self, path: str | Path, model_hash: str | None, dim: int = 0, metric: str = "euclidean",
+                 default_threshold: float = 0.6, model_name: str = "") -> None:
+        if metric not in METRICS:
+            raise StoreError(f"unknown distance metric {metric!r}; expected one of {METRICS}")
+        self.path = Path(path)
+        if model_hash is None and not self.path.is_file():
+            raise StoreError(f"{self.path}: no face database here; enroll someone first or pass --db")
+        _create_private(self.path)
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            with self._tx():
+                for stmt in SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+                if not meta and model_hash is not None:
+                    now = repr(time.time())
+                    self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                        ("model_hash", model_hash), ("model_name", model_name), ("dim", str(dim)),
+                        ("metric", metric), ("default_threshold", repr(float(default_threshold))), ("created", now)])
+                    meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not an edgesdk face database ({e}); pass another --db") from e
+        if model_hash is not None:
+            self._check(meta, model_hash, dim, model_name)
+        elif "dim" not in meta:
+            raise StoreError(f"{self.path}: an empty face database; enroll someone first")
+        self.metric = meta["metric"]
+        self.dim = int(meta["dim"])
+        self._default_threshold = float(meta.get("default_threshold", default_threshold))
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+
+    def _check(self, meta: dict[str, str], model_hash: str, dim: int, model_name: str) -> None:
+        if meta.get("model_hash") != model_hash:
+            other = meta.get("model_name") or "another model"
+            raise StoreError(
+                f"{self.path} holds embeddings from {other} (sha256 {meta.get('model_hash', '?')[:12]}), not from "
+                f"{model_name or 'this model'} (sha256 {model_hash[:12]}); distances across models mean nothing: "
+                f"pass the model it was made with, or another --db and enroll again")
+        if int(meta.get("dim", -1)) != dim:
+            raise StoreError(f"{self.path}: stored embeddings are {meta.get('dim')}-d, the model gives {dim}-d")
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` on any exception, Ctrl-C included."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- settings -------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated threshold if ``calibrate`` stored one, else the model's default."""
+        v = self._meta("threshold")
+        return float(v) if v is not None else self._default_threshold
+
+    @property
+    def calibrated(self) -> bool:
+        return self._meta("threshold") is not None
+
+    def set_threshold(self, value: float, info: str = "") -> None:
+        """Store a calibrated threshold (and a note on how it was obtained)."""
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('threshold', ?)", (repr(float(value)),))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('threshold_info', ?)", (info,))
+
+    # --- writing --------------------------------------------------------------------------
+    def enroll(self, name: str, vectors: np.ndarray, sources: Sequence[str] | None = None) -> int:
+        """Add ``vectors`` (N, D) to ``name`` (created if new) in one transaction.
+
+        Returns:
+            The number of embeddings ``name`` now has.
+
+        Raises:
+            StoreError: On an empty name, no vectors, or the wrong dimension.
+        """
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim == 1:
+            v = v[None]
+        if not name or not name.strip():
+            raise StoreError("enroll needs a non-empty NAME")
+        if v.shape[0] == 0 or v.shape[1] != self.dim or not np.isfinite(v).all():
+            raise StoreError(f"enroll {name!r}: expected finite embeddings of shape (N, {self.dim}), got {v.shape}")
+        srcs = list(sources) if sources is not None else [""] * len(v)
+        now = time.time()
+        with self._tx():
+            self._db.execute("INSERT INTO identities (name, created, updated) VALUES (?, ?, ?) "
+                             "ON CONFLICT(name) DO UPDATE SET updated = excluded.updated", (name, now, now))
+            (ident,) = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+            for row, src in zip(v, srcs):
+                self._db.execute("INSERT INTO embeddings (identity_id, vector, source, created) VALUES (?, ?, ?, ?)",
+                                 (ident, row.tobytes(), src, now))
+            (count,) = self._db.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ?", (ident,)).fetchone()
+        self._cache = None
+        return int(count)
+
+    def remove(self, name: str) -> int:
+        """Delete ``name`` and its embeddings; returns how many embeddings went.
+
+        Raises:
+            StoreError: If ``name`` is not enrolled.
+        """
+        with self._tx():
+            row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise StoreError(self._unknown(name))
+            (count,) = self._db.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ?", row).fetchone()
+            self._db.execute("DELETE FROM embeddings WHERE identity_id = ?", row)
+            self._db.execute("DELETE FROM identities WHERE id = ?", row)
+        self._cache = None
+        return int(count)
+
+    # --- reading --------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM identities ORDER BY name")]
+
+    def identities(self) -> list[dict]:
+        """One dict per identity: ``name``, ``embeddings``, ``created``, ``updated`` (Unix time)."""
+        rows = self._db.execute(
+            "SELECT i.name, COUNT(e.id), i.created, i.updated FROM identities i "
+            "LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
+        return [{"name": n, "embeddings": c, "created": cr, "updated": up} for n, c, cr, up in rows]
+
+    def _unknown(self, name: str) -> str:
+        names = self.names()
+        if not names:
+            return f"{self.path} has no enrolled identity; run `edgesdk face enroll NAME IMAGE...` first"
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; enrolled: {', '.join(names[:10])}"
+        return f"{name!r} is not enrolled in {self.path}{hint}"
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """All embeddings (N, D float32), their identity index (N,) and the identity names."""
+        if self._cache is None:
+            rows = self._db.execute(
+                "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id ORDER BY i.name, e.id"
+            ).fetchall()
+            names = sorted({r[0] for r in rows})
+            index = {n: k for k, n in enumerate(names)}
+            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim).copy()
+            owner = np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows))
+            self._cache = (mat, owner, np.einsum("ij,ij->i", mat, mat), names)
+        mat, owner, _, names = self._cache
+        return mat, owner, names
+
+    def embeddings_of(self, name: str) -> np.ndarray:
+        """The embeddings enrolled for ``name`` (K, D). Raises StoreError if unknown."""
+        mat, owner, names = self.matrix()
+        if name not in names:
+            raise StoreError(self._unknown(name))
+        return mat[owner == names.index(name)]
+
+    def identify(self, query: np.ndarray, threshold: float | None = None) -> Match:
+        """The nearest identity to ``query``; ``name`` is ``None`` when beyond the threshold.
+
+        Raises:
+            StoreError: If nothing is enrolled.
+        """
+        mat, owner, names = self.matrix()
+        if not len(mat):
+            raise StoreError(self._unknown(""))
+        thr = self.threshold if threshold is None else threshold
+        d = distances(mat, query, self.metric, self._cache[2])
+        i = int(np.argmin(d))
+        ok = bool(d[i] <= thr)
+        return Match(names[owner[i]] if ok else None, float(d[i]), ok, thr)
+
+    def verify(self, name: str, query: np.ndarray, threshold: float | None = None) -> Match:
+        """Distance from ``query`` to the nearest of ``name``'s embeddings, and whether it matches."""
+        ref = self.embeddings_of(name)
+        thr = self.threshold if threshold is None else threshold
+        d = float(distances(ref, query, self.metric).min())
+        return Match(name, d, d <= thr, thr)
