@@ -182,7 +182,7 @@ def _representative(calib: list[np.ndarray]) -> Any:
     n = len(calib[0]) if calib else 0
 
     def gen() -> Any:
-        step = max(1, n // 10)
+        step = max(10, n // 5)
         for i in range(n):
             if (i + 1) % step == 0 or i + 1 == n:
                 print(f"edgesdk: calibrating {i + 1}/{n}", file=sys.stderr, flush=True)

@@ -229,11 +229,13 @@ def convert_modes(
     custom_objects: dict[str, Any] | None = None,
     float_layers: Sequence[str] | None = None,
     latency_runs: int = 0,
+    custom_specs: Sequence[str] = (),
 ) -> dict[str, ConvertResult | str]:
     """Convert ``model`` in several modes with one child process (one TensorFlow start).
 
     ``output`` is a file for one mode, a folder for several. A mode that fails maps to its
     one-line error message instead of a result. ``latency_runs`` > 0 adds ``latency_p50_ms``.
+    ``custom_specs`` names custom layer classes as ``module:Class`` (the CLI's ``--custom-objects``).
     """
     from converters import child_proc
 
@@ -250,7 +252,7 @@ def convert_modes(
         job = {
             "model": str(src), "modes": modes, "io": io, "target": target, "unroll": unroll, "dir": str(work),
             "calibration": _stage_data(calibration, work, "calibration"), "eval": _stage_data(eval_data, work, "eval"),
-            "card_input": (card.input if card else {}), "custom_objects": specs, "float_layers": list(float_layers or []),
+            "card_input": (card.input if card else {}), "custom_objects": sorted(set(specs) | set(custom_specs)), "float_layers": list(float_layers or []),
         }
         child = child_proc.run_modes(work, job, progress)
         if child.calibration and child.calibration["count"] < RECOMMENDED_CALIBRATION:
