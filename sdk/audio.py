@@ -130,10 +130,7 @@ class LogMel:
         self.params = params or FeatureParams()
         p = self.params
         n = np.arange(p.win_length)
-        # periodic Hann, zero-padded to n_fft on the right (frame start stays at sample 0)
-        window = np.zeros(p.n_fft, dtype=np.float32)
-        window[: p.win_length] = 0.5 - 0.5 * np.cos(2 * np.pi * n / p.win_length)
-        self.window = window
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / p.win_length)).astype(np.float32)  # periodic Hann
         self.filterbank_t = np.ascontiguousarray(mel_filterbank(p).T)  # [bins, mels] for frames @ fb
         self.dct_t = np.ascontiguousarray(dct_matrix(p.n_mfcc, p.n_mels).T) if p.kind == "mfcc" else None
 
@@ -157,16 +154,14 @@ class LogMel:
             float32 ``[frames, n_features]`` (``frames = frames_for(N)``, possibly 0).
         """
         p = self.params
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        x = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
         n_frames = self.frames_for(x.shape[0])
         if n_frames == 0:
             return np.zeros((0, p.n_features), dtype=np.float32)
-        # strided view of the frames, padded so every frame has n_fft samples (zeros are windowed out)
-        need = (n_frames - 1) * p.hop_length + p.n_fft
-        if need > x.shape[0]:
-            x = np.concatenate([x, np.zeros(need - x.shape[0], dtype=np.float32)])
-        frames = np.lib.stride_tricks.sliding_window_view(x, p.n_fft)[:: p.hop_length][:n_frames]
-        spec = np.fft.rfft(frames * self.window, axis=1)
+        # a strided view of the frames (no copy); rfft zero-pads each windowed frame to n_fft
+        step = x.strides[0]
+        frames = np.lib.stride_tricks.as_strided(x, (n_frames, p.win_length), (p.hop_length * step, step), writeable=False)
+        spec = np.fft.rfft(frames * self.window, n=p.n_fft, axis=1)
         power = (spec.real**2 + spec.imag**2).astype(np.float32)
         feats = np.log(np.maximum(power @ self.filterbank_t, p.log_floor))
         if self.dct_t is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -115,15 +116,13 @@ class TriggerLogic:
         self.reset()
 
     def reset(self) -> None:
-        self._recent = np.zeros(self.smoothing, dtype=np.float64)
-        self._count = 0
+        self._recent: deque[float] = deque(maxlen=self.smoothing)
         self._last_event = -math.inf
 
     def update(self, time: float, score: float) -> float | None:
         """Add one raw score; returns the smoothed score when it triggers, else ``None``."""
-        self._recent[self._count % self.smoothing] = score
-        self._count += 1
-        smoothed = float(self._recent[: min(self._count, self.smoothing)].mean())
+        self._recent.append(float(score))
+        smoothed = sum(self._recent) / len(self._recent)
         if smoothed >= self.threshold and time - self._last_event >= self.refractory_s:
             self._last_event = time
             return smoothed
@@ -198,6 +197,10 @@ class TriggerWordDetector:
                 f"{self.n_frames} frames x {self.params.n_features} features = {want} values"
             )
         self._input_shape = spec.shape
+        # consecutive windows share all but hop/frame-hop frames: compute only the new ones when the grids align
+        m, rem = divmod(self.hop_samples, self.params.hop_length)
+        self._new_frames = m if rem == 0 and 0 < m < self.n_frames else 0
+        self._feats = np.zeros((self.n_frames, self.params.n_features), dtype=np.float32)
 
     @property
     def threshold(self) -> float:
@@ -212,12 +215,22 @@ class TriggerWordDetector:
         self._total = 0
         self._ring.buf[:] = 0.0
         self._ring.pos = 0
+        self._have_feats = False
         self.logic.reset()
 
-    def score_window(self, window: np.ndarray) -> float:
-        """Raw score of one window of ``window_samples`` samples."""
-        feats = self.features(window).reshape(self._input_shape)
-        out = self.runner.run(feats)[0]
+    def _window_features(self) -> np.ndarray:
+        window, m = self._ring.window(), self._new_frames
+        if m and self._have_feats:
+            self._feats[:-m] = self._feats[m:]
+            self._feats[-m:] = self.features(window[(self.n_frames - m) * self.params.hop_length :])
+        else:
+            self._feats[:] = self.features(window)
+            self._have_feats = True
+        return self._feats
+
+    def score_features(self, feats: np.ndarray) -> float:
+        """Raw model score of one window's features ``[frames, n_features]``."""
+        out = self.runner.run(feats.reshape(self._input_shape))[0]
         seq = np.asarray(out, dtype=np.float32).reshape(-1)
         if seq.shape[0] == 1:
             return float(seq[0])
@@ -236,7 +249,7 @@ class TriggerWordDetector:
             self._total += take
             i += take
             if self._total % self.hop_samples == 0 and self._total >= self.window_samples:
-                yield self._total / self.sample_rate, self.score_window(self._ring.window())
+                yield self._total / self.sample_rate, self.score_features(self._window_features())
 
     def scores(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores (no smoothing, no events) at each hop boundary in ``samples``.

@@ -145,9 +145,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     limit = None if args.duration is None else args.duration
     n_events, audio_s = 0, 0.0
     start = time.perf_counter()
+    source = _source(args, det.sample_rate)  # opening checks the file/device before anything is printed
     log.info("listening for %r (threshold %.2f) from %s", det.word, det.threshold, args.input or f"mic {args.mic or 'default'}")
     try:
-        with _source(args, det.sample_rate) as source:
+        with source:
             for chunk in source:
                 samples = chunk.samples
                 if limit is not None:
