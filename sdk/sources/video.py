@@ -51,6 +51,7 @@ class FrameQueue:
         self.drop = drop
         self.dropped = 0
         self._items: deque[Any] = deque()
+        self._final: deque[Any] = deque()  # end marker or error: after the frames, outside the bound
         self._cond = threading.Condition()
         self._closed = False
 
@@ -64,29 +65,34 @@ class FrameQueue:
                 self._cond.wait(0.1)
             if self._closed:
                 return False
-            if not final and self.drop and len(self._items) >= self.maxsize:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(item)
+            if final:
+                self._final.append(item)
+            else:
+                if self.drop and len(self._items) >= self.maxsize:
+                    self._items.popleft()
+                    self.dropped += 1
+                self._items.append(item)
             self._cond.notify_all()
             return True
 
     def get(self, timeout: float | None = None) -> Any:
         """The oldest item, waiting up to ``timeout`` seconds (``TimeoutError`` after)."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._items, timeout):
+            if not self._cond.wait_for(lambda: self._items or self._final, timeout):
                 raise TimeoutError("no frame within the timeout")
-            item = self._items.popleft()
+            item = self._items.popleft() if self._items else self._final.popleft()
             self._cond.notify_all()
             return item
 
     def __len__(self) -> int:
+        """Frames waiting (never more than ``maxsize``)."""
         return len(self._items)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._items.clear()
+            self._final.clear()
             self._cond.notify_all()
 
 

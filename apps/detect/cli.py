@@ -1,0 +1,143 @@
+"""``edgesdk detect`` and ``edgesdk eval detect``. Heavy imports (cv2, the Runner) happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from sdk.cli.bench import add_runner_args, runner_kwargs
+from sdk.cli.output import Output, table
+from sdk.errors import ConfigError
+
+log = logging.getLogger("edgesdk")
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}")
+    return int(w), int(h)
+
+
+def _add_post_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", type=float, default=None, help="score threshold (default: the card's, else 0.25)")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the card's, else 0.45)")
+    p.add_argument("--max-det", type=int, default=300, help="at most this many detections per frame")
+    p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (boxes of different classes suppress each other)")
+    p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout (default: card, Ultralytics metadata, then shapes)")
+    p.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line (overrides the model's)")
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "detect",
+        parents=[common],
+        help="YOLO detection on a camera, video, image(s) or stream (JSON lines per frame)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-m", "--model", default=None, help="a .tflite YOLO model (default: the shipped apps/detect/models/detect_int8.tflite)")
+    p.add_argument("-s", "--source", required=True, help="camera index, /dev/videoN, video file, image, image folder, http:// MJPEG or rtsp:// URL")
+    _add_post_args(p)
+    p.add_argument("--save", metavar="OUT.mp4|DIR", default=None, help="write annotated video (.mp4/.avi/.mkv/.mov) or annotated images into DIR")
+    p.add_argument("--show", action="store_true", help="show annotated frames in a window (q or Esc quits)")
+    p.add_argument("--realtime", action="store_true", help="pace video files at their frame rate and drop stale frames like a camera")
+    p.add_argument("--size", type=_size, default=None, metavar="WxH", help="capture size asked of a camera")
+    p.add_argument("--fps", type=float, default=None, help="frame rate asked of a camera")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    p.add_argument("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: only at the end)")
+    add_runner_args(p)
+    p.set_defaults(func=run_detect)
+
+
+def make_detector(model: str | None, args: argparse.Namespace) -> Any:
+    """A :class:`apps.detect.app.Detector` from ``--model`` and the post-processing/runner flags."""
+    from apps.detect.app import Detector, Settings, default_model
+    from sdk.runner import Runner
+
+    runner = Runner(model or default_model(), **runner_kwargs(args))
+    det = Detector(runner, Settings(args.conf, args.iou, args.max_det, args.agnostic, args.yolo, args.labels))
+    log.info("detect: %s: %s; labels from %s", runner.name, det.reason, det.labels_from)
+    if runner.fallback_reason:
+        log.info("detect: running on CPU: %s", runner.fallback_reason)
+    return det
+
+
+def run_detect(args: argparse.Namespace, out: Output) -> int:
+    from apps.detect.app import AnnotatedSaver, Window, human_line, run_stream
+    from sdk.sources.video import open_source
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")
+    det = make_detector(args.model, args)
+    window = Window() if args.show else None
+    with open_source(args.source, size=args.size, fps=args.fps, realtime=args.realtime) as src:
+        saver = AnnotatedSaver(args.save, src.fps) if args.save else None
+
+        def emit(ev: dict[str, Any], dets: list, frame: Any) -> bool:
+            out.emit(ev, human_line(ev))
+            if saver is not None:
+                saver.write(frame, dets)
+            return window.show(frame, dets) if window is not None else True
+
+        ok = False
+        try:
+            totals = run_stream(det, src, emit, args.stats_every, args.max_frames)
+            ok = True
+        finally:
+            if saver is not None:
+                saver.close(keep=ok)
+            if window is not None:
+                window.close()
+    if saver is not None:
+        log.info("detect: wrote %d annotated frame(s) to %s", saver.count, args.save)
+    log.debug("detect: totals %s", totals)
+    return 0
+
+
+def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "detect",
+        parents=[common],
+        help="COCO mAP@0.5 and mAP@0.5:0.95 on an annotated image folder (float vs int8 with --compare)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-m", "--model", default=None, help="a .tflite model (default: the shipped int8 model)")
+    p.add_argument("--compare", metavar="MODEL2", default=None, help="a second model (e.g. the float one) to compare")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of the images named in the annotations")
+    p.add_argument("--annotations", required=True, metavar="COCO.json", help="COCO-format ground truth")
+    p.add_argument("--conf", type=float, default=0.001, help="score threshold for AP (low, as COCO evaluation does)")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the card's, else 0.45)")
+    p.add_argument("--max-det", type=int, default=100, help="detections per image (COCO uses 100)")
+    p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
+    p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout")
+    p.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line")
+    add_runner_args(p)
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace, out: Output) -> int:
+    from apps.detect.eval import evaluate
+
+    results = []
+    for model in [args.model, args.compare] if args.compare else [args.model]:
+        det = make_detector(model, args)
+        r = evaluate(det, args.images, args.annotations, progress=not args.quiet)
+        r["model"] = det.runner.name
+        results.append(r)
+        out.emit({k: v for k, v in r.items() if k != "per_class"} | {"per_class": r["per_class"]}, _eval_text(r))
+    if len(results) == 2:
+        a, b = results
+        diff = {
+            "compare": {"model": a["model"], "other": b["model"]},
+            "map50_diff_points": round(100 * (a["map50"] - b["map50"]), 2),
+            "map_diff_points": round(100 * (a["map"] - b["map"]), 2),
+        }
+        out.emit(diff, f"\n{a['model']} vs {b['model']}: mAP@0.5 {diff['map50_diff_points']:+.2f} points, mAP@0.5:0.95 {diff['map_diff_points']:+.2f} points")
+    return 0
+
+
+def _eval_text(r: dict[str, Any]) -> str:
+    rows = [{"class": k, "AP@0.5": v["ap50"], "AP@0.5:0.95": v["ap"], "instances": v["instances"]} for k, v in r["per_class"].items()]
+    head = f"{r['model']}: mAP@0.5 {r['map50']:.4f}  mAP@0.5:0.95 {r['map']:.4f}  ({r['images']} images, {r['instances']} objects)"
+    return head + "\n" + table(rows, floatfmt=".4f")
