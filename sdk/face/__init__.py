@@ -1,0 +1,10 @@
+"""Face detection, alignment and embedding on the device.
+
+- :mod:`sdk.face.blazeface`: BlazeFace SSD decoding (anchors, boxes, keypoints, weighted NMS).
+- :mod:`sdk.face.align`: similarity alignment of keypoints to dlib's 150x150 face chip.
+- :mod:`sdk.face.pipeline`: :class:`~sdk.face.pipeline.FacePipeline`, detect → align → embed
+  with the shipped default models.
+- :mod:`sdk.face.haar`: OpenCV Haar cascades evaluated in NumPy.
+
+Submodules are imported on use; this package imports nothing heavy.
+"""
