@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +41,7 @@ class Face:
     chip: np.ndarray | None = None  # BGR uint8 at the embedding model's input size
     landmarks: np.ndarray | None = None  # (K, 2) pixels, when the detector gives them
     sharpness: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    rejected: str | None = None  # why it must not be enrolled or compared (too small, blurred)
 
 
 class Detector(Protocol):
@@ -98,13 +98,16 @@ class TFLiteEmbedder:
         model: Path of the embedding model.
         detector: Anything with ``detect(image) -> list[Detection]``.
         margin: Crop margin around a detector box (default from the card, else 0.2).
+        min_face: Faces with a box side below this (pixels) are rejected.
+        min_sharpness: Faces whose 64x64 grey crop has a lower Laplacian variance are rejected.
         runner_kwargs: Passed to :class:`sdk.runner.Runner` (delegate, threads...).
 
     Raises:
         ModelFormatError: If the model has no ``face-embed`` card or output is not a vector.
     """
 
-    def __init__(self, model: str | Path, detector: Detector, margin: float | None = None, **runner_kwargs: Any) -> None:
+    def __init__(self, model: str | Path, detector: Detector, margin: float | None = None, min_face: float = 40.0,
+                 min_sharpness: float = 30.0, **runner_kwargs: Any) -> None:
         from sdk.runner import Runner
 
         self.runner = Runner(model, **runner_kwargs)
@@ -114,7 +117,7 @@ class TFLiteEmbedder:
                                    f"got {'no card' if card is None else 'task ' + card.task}; convert it with `edgesdk convert` and a card")
         shape = self.runner.inputs[0].shape
         self.size = tuple(card.input.get("size") or (shape[2], shape[1]))
-        self.mean, self.std = card.input.get("mean", 127.5), card.input.get("std", 127.5)
+        self.mean, self.std = card.input.get("mean", 0.0), card.input.get("std", 1.0)  # absent: raw pixels
         self.channel_order = card.input.get("channel_order", "rgb")
         self.margin = float(card.input.get("crop_margin", 0.2) if margin is None else margin)
         self.dim = int(self.runner.outputs[0].shape[-1])
@@ -124,6 +127,7 @@ class TFLiteEmbedder:
         self.model_hash = hashlib.sha256(self.runner.file.data).hexdigest()
         self.model_name = Path(str(model)).name
         self.detector = detector
+        self.min_face, self.min_sharpness = float(min_face), float(min_sharpness)
         self.stats = StageStats()
         self._buf = np.empty((self.size[1], self.size[0], 3), np.float32)
 
@@ -132,8 +136,18 @@ class TFLiteEmbedder:
         with self.stats.time("detect"):
             dets = self.detector.detect(image)
         with self.stats.time("align"):
-            return [Face(d.box, d.score, square_crop(image, d.box, self.size, self.margin),
-                         landmarks=getattr(d, "keypoints", None), sharpness=sharpness(image, d.box)) for d in dets]
+            return [self._face(image, d) for d in dets]
+
+    def _face(self, image: np.ndarray, d: Any) -> Face:
+        side = min(d.box.x2 - d.box.x1, d.box.y2 - d.box.y1)
+        sharp = sharpness(image, d.box)
+        why = None
+        if side < self.min_face:
+            why = f"too small ({side:.0f} px < {self.min_face:.0f} px); use a closer photo or lower --min-face"
+        elif sharp < self.min_sharpness:
+            why = f"too blurred (sharpness {sharp:.0f} < {self.min_sharpness:.0f}); use a sharper photo or lower --min-sharpness"
+        chip = square_crop(image, d.box, self.size, self.margin)
+        return Face(d.box, d.score, chip, getattr(d, "keypoints", None), sharp, why)
 
     def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings (N, D) float32 of model-sized BGR chips, L2-normalised when the card says so."""
@@ -155,13 +169,10 @@ class FaceApp:
     Args:
         embedder: Detector + embedding model (``detect``, ``embed``, ``model_hash``...).
         store: The SQLite store (opened for the same model), or ``None`` for ``compare``.
-        min_face: Smallest usable face side in pixels.
-        min_sharpness: Smallest variance of the Laplacian (64x64 grey face) accepted.
     """
 
-    def __init__(self, embedder: Any, store: EmbeddingStore | None = None, min_face: int = 40, min_sharpness: float = 30.0) -> None:
+    def __init__(self, embedder: Any, store: EmbeddingStore | None = None) -> None:
         self.embedder, self.store = embedder, store
-        self.min_face, self.min_sharpness = min_face, min_sharpness
 
     def usable(self, faces: list[Face], where: str, largest: bool = False) -> Face:
         """The one usable face of an image, or a FaceError saying why there is none."""
@@ -170,12 +181,8 @@ class FaceApp:
         if len(faces) > 1 and not largest:
             raise FaceError(f"{where}: {len(faces)} faces found; crop the image to one face or pass --largest")
         face = max(faces, key=lambda f: f.box.area)
-        side = min(face.box.x2 - face.box.x1, face.box.y2 - face.box.y1)
-        if side < self.min_face:
-            raise FaceError(f"{where}: face too small ({side:.0f} px < {self.min_face} px); use a closer photo or lower --min-face")
-        if face.sharpness < self.min_sharpness:
-            raise FaceError(f"{where}: face too blurred (sharpness {face.sharpness:.0f} < {self.min_sharpness:.0f}); "
-                            "use a sharper photo or lower --min-sharpness")
+        if face.rejected:
+            raise FaceError(f"{where}: face {face.rejected}")
         return face
 
     def embed_image(self, image: np.ndarray, where: str, largest: bool = False) -> np.ndarray:

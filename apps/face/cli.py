@@ -25,8 +25,8 @@ def _face_options() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="embedding .tflite with a face-embed card (default: the shipped pipeline)")
     g.add_argument("--detector", choices=("blazeface", "haar"), default="blazeface", help="face detector")
     g.add_argument("--threshold", type=float, default=None, help="distance threshold (default: calibrated, else the model's)")
-    g.add_argument("--min-face", type=int, default=40, help="smallest usable face side in pixels")
-    g.add_argument("--min-sharpness", type=float, default=30.0, help="smallest Laplacian variance of a 64x64 face")
+    g.add_argument("--min-face", type=float, default=None, help="smallest usable face in pixels (default: the pipeline's, 40)")
+    g.add_argument("--min-sharpness", type=float, default=None, help="smallest Laplacian variance of the face (default: the pipeline's, 30)")
     add_runner_args(g)
     return p
 
@@ -96,11 +96,11 @@ def _app(args: argparse.Namespace, with_store: bool = True):
     from sdk.cli.bench import runner_kwargs
     from sdk.embeddings import EmbeddingStore
 
-    emb = load_embedder(args.model, args.detector, args.min_face, **runner_kwargs(args))
+    emb = load_embedder(args.model, args.detector, args.min_face, args.min_sharpness, **runner_kwargs(args))
     store = None
     if with_store:
         store = EmbeddingStore(args.db, emb.model_hash, emb.dim, emb.metric, emb.threshold, emb.model_name)
-    return FaceApp(emb, store, min_face=args.min_face, min_sharpness=args.min_sharpness)
+    return FaceApp(emb, store)
 
 
 def _need_one(args: argparse.Namespace, what: str) -> None:

@@ -1,66 +1,75 @@
 """Find and load the face pipeline: detector (BlazeFace or Haar) + embedding model.
 
-The shipped default models live in ``apps/face/models/`` and are recognised by their model
-cards (``face-detect`` and ``face-embed``), not by file name.
+The default is :class:`sdk.face.pipeline.FacePipeline` (BlazeFace → aligned 150x150 chip →
+dlib ResNet int8), used whenever BlazeFace is the detector and the embedding model is the
+shipped one or another aligned-chip model (card ``input.align``). Any other combination
+(``--detector haar``, or a model trained with square crops) runs through
+:class:`apps.face.app.TFLiteEmbedder`, which crops the detector's box with a margin.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from apps.face.app import Face, TFLiteEmbedder
 from sdk.errors import ModelFormatError
 
-log = logging.getLogger("edgesdk.face")
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
-def shipped_models(task: str, folder: Path = MODELS_DIR) -> list[Path]:
-    """``.tflite`` files in ``folder`` whose card has ``task``; full-int8 ones first."""
-    from sdk.card import read_card
+class PipelineEmbedder:
+    """:class:`sdk.face.pipeline.FacePipeline` behind the interface :class:`FaceApp` uses."""
 
-    found = []
-    for p in sorted(folder.glob("*.tflite")) if folder.is_dir() else []:
-        try:
-            card = read_card(p)
-        except ModelFormatError:
-            continue
-        if card is not None and card.task == task:
-            found.append((str(card.quantization.get("mode", "")) != "int8", p.name, p))
-    return [p for *_, p in sorted(found)]
+    def __init__(self, pipeline: Any, model_name: str) -> None:
+        self.pipeline = pipeline
+        self.model_hash, self.model_name = pipeline.model_id, model_name
+        self.dim, self.metric, self.threshold = pipeline.embedding_size, pipeline.metric, pipeline.threshold
+        self.stats = pipeline.stats
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return [Face(f.box, f.score, f.chip, f.keypoints, f.sharpness, f.rejected) for f in self.pipeline.faces(image)]
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        return np.stack([self.pipeline.embed(c) for c in chips]).astype(np.float32)
 
 
-def make_detector(kind: str, min_face: int = 40, **runner_kwargs: Any) -> Any:
-    """A detector with ``detect(image) -> [obj with .box, .score(, .keypoints)]``.
-
-    Raises:
-        ModelFormatError: If BlazeFace is asked for and no face-detect model is shipped.
-    """
+def make_detector(kind: str, min_face: float = 40, **runner_kwargs: Any) -> Any:
+    """A detector with ``detect(image) -> [obj with .box, .score(, .keypoints)]``."""
     if kind == "haar":
         from sdk.face.haar import HaarDetector
 
-        return HaarDetector(min_size=min_face)
-    models = shipped_models("face-detect")
-    if not models:
-        raise ModelFormatError(f"no BlazeFace model (face-detect card) in {MODELS_DIR}; use --detector haar")
+        return HaarDetector(min_size=int(min_face))
     from sdk.face.blazeface import BlazeFace
+    from sdk.face.pipeline import DEFAULT_DETECTOR
 
-    return BlazeFace(models[0], **runner_kwargs)
+    if not DEFAULT_DETECTOR.is_file():
+        raise ModelFormatError(f"{DEFAULT_DETECTOR}: BlazeFace model missing; use --detector haar")
+    return BlazeFace(DEFAULT_DETECTOR, **runner_kwargs)
 
 
-def load_embedder(model: str | Path | None, detector: str = "blazeface", min_face: int = 40, **runner_kwargs: Any) -> Any:
-    """The embedder the face commands use: ``model`` behind ``detector``, or the shipped default.
+def load_embedder(model: str | Path | None, detector: str = "blazeface", min_face: float | None = None,
+                  min_sharpness: float | None = None, **runner_kwargs: Any) -> Any:
+    """The embedder the face commands use: ``model`` (default: the shipped one) behind ``detector``.
 
     Raises:
-        ModelFormatError: If no model is given and none is shipped.
+        ModelFormatError: If no model is given and none is shipped, or a model does not fit.
     """
-    from apps.face.app import TFLiteEmbedder
+    from sdk.card import read_card
+    from sdk.face import pipeline as fp
 
-    if model is None:
-        models = shipped_models("face-embed")
-        if not models:
-            raise ModelFormatError(f"no face embedding model shipped in {MODELS_DIR}; pass --model EMBED.tflite "
-                                   "(a face-embed model, e.g. from `edgesdk train face` or `edgesdk models pull`)")
-        model = models[0]
-    return TFLiteEmbedder(model, make_detector(detector, min_face, **runner_kwargs), **runner_kwargs)
+    path = Path(model) if model is not None else fp.DEFAULT_EMBEDDER
+    if not path.is_file():
+        hint = ("the shipped default is missing; pass --model EMBED.tflite (a face-embed model, e.g. from "
+                "`edgesdk train face` or `edgesdk models pull`)") if model is None else "no such file"
+        raise ModelFormatError(f"{path}: {hint}")
+    card = read_card(path)
+    aligned = path == fp.DEFAULT_EMBEDDER or bool(card and "align" in card.input)
+    quality = {k: v for k, v in (("min_face", min_face), ("min_sharpness", min_sharpness)) if v is not None}
+    if detector == "blazeface" and aligned:
+        pipe = fp.FacePipeline(embed_model=path, min_face_px=quality.get("min_face", fp.MIN_FACE_PX),
+                               min_sharpness=quality.get("min_sharpness", fp.MIN_SHARPNESS), **runner_kwargs)
+        return PipelineEmbedder(pipe, path.name)
+    return TFLiteEmbedder(path, make_detector(detector, quality.get("min_face", 40), **runner_kwargs), **quality, **runner_kwargs)
