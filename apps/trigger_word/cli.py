@@ -87,7 +87,7 @@ class _Actions:
             if not self.argv or not shutil.which(self.argv[0]):
                 raise ConfigError(f"--exec: command {self.argv[0] if self.argv else exec_cmd!r} not found on PATH")
         self.children: list[subprocess.Popen] = []
-        self.chime = _chime_player() if chime else None
+        self.chime = _Chime() if chime else None
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.children = [c for c in self.children if c.poll() is None]  # reap finished ones
@@ -100,30 +100,42 @@ class _Actions:
     def close(self) -> None:
         for c in self.children:
             c.wait()
+        if self.chime:
+            self.chime.close()
 
 
-def _chime_player():
-    """A function playing a 150 ms 880 Hz tone without blocking (warns once if there is no output)."""
-    import numpy as np
+class _Chime:
+    """Plays a 150 ms 880 Hz tone without blocking; warns once if there is no audio output."""
 
-    from sdk.lazy import require
+    RATE = 16000
 
-    sd = require("sounddevice", "--chime")
-    rate = 16000
-    t = np.arange(int(0.15 * rate)) / rate
-    tone = (0.3 * np.sin(2 * np.pi * 880 * t) * np.minimum(1.0, (0.15 - t) / 0.03)).astype(np.float32)
-    failed: list[bool] = []
+    def __init__(self) -> None:
+        import numpy as np
 
-    def play() -> None:
-        if failed:
+        from sdk.lazy import require
+
+        self.sd = require("sounddevice", "--chime")
+        t = np.arange(int(0.15 * self.RATE)) / self.RATE
+        tone = 0.3 * np.sin(2 * np.pi * 880 * t) * np.minimum(1.0, (0.15 - t) / 0.03)
+        # silence around it: output streams may lose their first few ms, and the last part when the process exits
+        pad = np.zeros(int(0.1 * self.RATE))
+        self.tone = np.concatenate([pad, tone, pad, pad]).astype(np.float32)
+        self.failed = False
+        self.played = False
+
+    def __call__(self) -> None:
+        if self.failed:
             return
         try:
-            sd.play(tone, rate)
-        except (sd.PortAudioError, ValueError) as e:
-            failed.append(True)
+            self.sd.play(self.tone, self.RATE)
+            self.played = True
+        except (self.sd.PortAudioError, ValueError) as e:
+            self.failed = True
             log.warning("--chime: cannot play sound (%s); continuing without it", e)
 
-    return play
+    def close(self) -> None:
+        if self.played:
+            self.sd.wait()  # let the last chime finish before the process exits
 
 
 def _source(args: argparse.Namespace, rate: int):
