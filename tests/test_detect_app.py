@@ -323,3 +323,18 @@ def test_capture_runs_in_its_own_thread(models, video):
         assert src._thread is not None and src._thread.name.startswith("capture")
     assert set(names) == {threading.current_thread().name}
     assert not src._thread.is_alive()  # closing the source ends its capture thread
+
+
+def test_demo_runs_the_default_model_on_the_bundled_video(models, video, monkeypatch, capsys):
+    import apps.detect.app as app
+    import apps.detect.demo as demo
+    from sdk.cli.output import Output
+
+    monkeypatch.setattr(app, "DEFAULT_MODEL", models / "split_int8.tflite")
+    monkeypatch.setattr(demo, "SAMPLE", video)
+    demo.demo(Output(json_mode=True))
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ev["frames"] == 12 and ev["detections"] == {"red": 12, "green": 12}
+    monkeypatch.setattr(demo, "SAMPLE", video.with_name("none.mp4"))
+    demo.demo(Output(json_mode=True))
+    assert json.loads(capsys.readouterr().out)["status"] == "demo video missing"
