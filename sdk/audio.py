@@ -133,16 +133,15 @@ class LogMel:
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / p.win_length)).astype(np.float32)  # periodic Hann
         self.filterbank_t = np.ascontiguousarray(mel_filterbank(p).T)  # [bins, mels] for frames @ fb
         self.dct_t = np.ascontiguousarray(dct_matrix(p.n_mfcc, p.n_mels).T) if p.kind == "mfcc" else None
+        self._win, self._hop = p.win_length, p.hop_length  # hot path: no property calls per frame batch
 
     def frames_for(self, n_samples: int) -> int:
         """Number of frames ``n_samples`` samples give (no padding)."""
-        p = self.params
-        return 0 if n_samples < p.win_length else 1 + (n_samples - p.win_length) // p.hop_length
+        return 0 if n_samples < self._win else 1 + (n_samples - self._win) // self._hop
 
     def samples_for(self, n_frames: int) -> int:
         """Fewest samples that give ``n_frames`` frames."""
-        p = self.params
-        return 0 if n_frames <= 0 else p.win_length + (n_frames - 1) * p.hop_length
+        return 0 if n_frames <= 0 else self._win + (n_frames - 1) * self._hop
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """Features of mono samples.
@@ -160,7 +159,7 @@ class LogMel:
             return np.zeros((0, p.n_features), dtype=np.float32)
         # a strided view of the frames (no copy); rfft zero-pads each windowed frame to n_fft
         step = x.strides[0]
-        frames = np.lib.stride_tricks.as_strided(x, (n_frames, p.win_length), (p.hop_length * step, step), writeable=False)
+        frames = np.lib.stride_tricks.as_strided(x, (n_frames, self._win), (self._hop * step, step), writeable=False)
         spec = np.fft.rfft(frames * self.window, n=p.n_fft, axis=1)
         power = (spec.real**2 + spec.imag**2).astype(np.float32)
         feats = np.log(np.maximum(power @ self.filterbank_t, p.log_floor))

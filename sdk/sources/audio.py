@@ -101,16 +101,15 @@ class WavFileSource:
 
     Args:
         path: ``.wav`` file: 8/16/24/32-bit PCM or 32/64-bit float, any rate and channel count.
-        sample_rate: Rate of the chunks produced.
+        sample_rate: Rate of the chunks produced (``None``: the file's own rate).
         chunk: Samples per chunk (at ``sample_rate``; the last may be shorter).
 
     Raises:
         SourceError: When the file is missing, empty, corrupt or not a supported WAV.
     """
 
-    def __init__(self, path: str | Path, sample_rate: int = 16000, chunk: int = 1280) -> None:
+    def __init__(self, path: str | Path, sample_rate: int | None = 16000, chunk: int = 1280) -> None:
         self.path = Path(path)
-        self.sample_rate = int(sample_rate)
         self.chunk = int(chunk)
         if self.chunk < 1:
             raise SourceError(f"{path}: chunk must be >= 1 sample, got {chunk}")
@@ -124,6 +123,7 @@ class WavFileSource:
             raise SourceError(f"{path}: cannot read audio file ({e.strerror or e})") from e
         if self.info.n_frames == 0:
             raise SourceError(f"{path}: WAV file contains no audio samples")
+        self.sample_rate = int(sample_rate) if sample_rate else self.info.rate
         self._file: BinaryIO | None = None
 
     @property
@@ -190,9 +190,7 @@ def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarr
     Raises:
         SourceError: As :class:`WavFileSource`.
     """
-    src = WavFileSource(path, sample_rate or 1, 1 << 30)
-    if sample_rate is None:
-        src.sample_rate = src.native_rate
+    src = WavFileSource(path, sample_rate, 1 << 30)
     parts = [c.samples for c in src]
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), src.sample_rate
 
