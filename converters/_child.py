@@ -137,16 +137,27 @@ def _convert_with_fallback(tf: Any, model: Any, mode: str, job: dict[str, Any], 
     if isinstance(model, SavedModelFn):
         cf = model.batch1_function()
         conv = tf.lite.TFLiteConverter.from_concrete_functions([cf], model.obj)
-        return configure(tf, conv, mode, job, calib).convert(), "saved_model signature"
+        return _run(tf, lambda: configure(tf, conv, mode, job, calib), mode), "saved_model signature"
     try:
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
-        return configure(tf, conv, mode, job, calib).convert(), "from_keras_model"
+        return _run(tf, lambda: configure(tf, tf.lite.TFLiteConverter.from_keras_model(model), mode, job, calib), mode), "from_keras_model"
     except Exception as first:  # noqa: BLE001 - retry through a SavedModel export
         print(f"edgesdk: {mode}: from_keras_model failed ({type(first).__name__}); retrying through model.export", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix="edgesdk-sm-") as d:
             model.export(d, format="tf_saved_model", verbose=False)
-            conv = tf.lite.TFLiteConverter.from_saved_model(d)
-            return configure(tf, conv, mode, job, calib).convert(), "model.export + from_saved_model"
+            return _run(tf, lambda: configure(tf, tf.lite.TFLiteConverter.from_saved_model(d), mode, job, calib), mode), "model.export + from_saved_model"
+
+
+def _run(tf: Any, make: Any, mode: str) -> bytes:
+    """``make().convert()``; for int16x8, ops without a 16x8 kernel are retried in float instead of failing."""
+    try:
+        return make().convert()
+    except RuntimeError as e:
+        if mode != "int16x8" or "not yet supported for op" not in str(e):
+            raise
+        print(f"edgesdk: int16x8: {str(e).strip().splitlines()[-1][:120]}; keeping such ops in float", file=sys.stderr, flush=True)
+        conv = make()
+        conv.target_spec.supported_ops = [*conv.target_spec.supported_ops, tf.lite.OpsSet.TFLITE_BUILTINS]
+        return conv.convert()
 
 
 def configure(tf: Any, conv: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None) -> Any:
