@@ -1,0 +1,46 @@
+"""``edgesdk models list`` / ``edgesdk models pull NAME``: the public model registry."""
+
+from __future__ import annotations
+
+import argparse
+
+from sdk.cli.output import Output, table
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("models", help="registry of public models, downloaded and sha256-verified", formatter_class=fmt)
+    ms = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    reg = argparse.ArgumentParser(add_help=False)
+    reg.add_argument("--registry", default=None, help="registry YAML (default: the one shipped with edgesdk)")
+    ls = ms.add_parser("list", parents=[common, reg], help="models in the registry", formatter_class=fmt)
+    ls.set_defaults(func=_list)
+    pl = ms.add_parser("pull", parents=[common, reg], help="download, verify and install a model", formatter_class=fmt)
+    pl.add_argument("name", metavar="NAME")
+    pl.add_argument("--dir", default=None, help="where to put it (default: $XDG_DATA_HOME/edgesdk/models)")
+    pl.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    pl.set_defaults(func=_pull)
+
+
+def _list(args: argparse.Namespace, out: Output) -> int:
+    from sdk.models_registry import load_registry
+
+    entries = load_registry(args.registry)
+    rows = [{"name": n, "format": e.format, "license": e.license, "description": e.description} for n, e in sorted(entries.items())]
+    if out.json_mode:
+        for r in rows:
+            out.emit(r)
+    else:
+        out.text(table(rows, ["name", "format", "license", "description"]))
+    return 0
+
+
+def _pull(args: argparse.Namespace, out: Output) -> int:
+    from sdk.models_registry import pull
+
+    res = pull(args.name, args.dir, args.registry, progress=not args.no_progress and not args.quiet)
+    text = f"{res['name']}: {res['path']} ({res['format']}, {res['license']}, sha256 {res['sha256'][:12]})"
+    if res["next"]:
+        text += f"\nnext: {res['next']}"
+    out.emit(res, text)
+    return 0
