@@ -93,7 +93,10 @@ class _Actions:
         self.children = [c for c in self.children if c.poll() is None]  # reap finished ones
         if self.argv:
             env = dict(os.environ, EDGESDK_WORD=str(event["word"]), EDGESDK_TIME=str(event["time"]), EDGESDK_SCORE=str(event["score"]))
-            self.children.append(subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL))
+            try:
+                self.children.append(subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL))
+            except OSError as e:  # keep listening: one failed action must not stop detection
+                log.warning("--exec: cannot run %s: %s", self.argv[0], e)
         if self.chime:
             self.chime()
 

@@ -149,7 +149,7 @@ def evaluate(
         offset = lead.shape[0] / rate
         pos.append({"name": name, "times": times - offset, "smooth": smoothed(scores, logic.smoothing), "start": start, "end": end})
         audio_s += (lead.shape[0] + x.shape[0] + tail.shape[0]) / rate
-        _progress(progress, f"positives {i + 1}/{len(pos_clips)}")
+        _progress(progress, "positives", i + 1, len(pos_clips))
     det.reset()
     neg_t, neg_s = [], []
     for i, (_, x) in enumerate(neg_clips):
@@ -157,8 +157,7 @@ def evaluate(
         neg_t.append(t)
         neg_s.append(s)
         audio_s += x.shape[0] / rate
-        _progress(progress, f"negatives {i + 1}/{len(neg_clips)}")
-    _progress(progress, "", end=True)
+        _progress(progress, "negatives", i + 1, len(neg_clips))
     wall = time.perf_counter() - t0
     neg_times, neg_scores = np.concatenate(neg_t), np.concatenate(neg_s)
     neg = (neg_times, smoothed(neg_scores, logic.smoothing))
@@ -179,12 +178,15 @@ def evaluate(
     }
 
 
-def _progress(on: bool, text: str, end: bool = False) -> None:
-    if on and sys.stderr.isatty():
-        sys.stderr.write("\r" + text.ljust(40) + ("\n" if end else ""))
+def _progress(on: bool, what: str, done: int, total: int) -> None:
+    """A counter on a terminal, else a log line at every quarter."""
+    if not on:
+        return
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{what} {done}/{total}" + ("\n" if done == total else ""))
         sys.stderr.flush()
-    elif on and end:
-        log.info("evaluation done")
+    elif done == total or done % max(1, total // 4) == 0:
+        log.info("%s %d/%d", what, done, total)
 
 
 def report_text(res: dict[str, Any]) -> str:
