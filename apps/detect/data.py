@@ -108,12 +108,19 @@ def _shape_points(cls: int, rng: np.random.Generator) -> np.ndarray:
     return np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a], [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]], float)
 
 
-def _draw_object(img: np.ndarray, cls: int, cx: float, cy: float, radius: float, rng: np.random.Generator) -> np.ndarray:
-    """Draw one object onto ``img`` in place; returns its tight box ``[4]``."""
+def draw_object(img: np.ndarray, cls: int, cx: float, cy: float, radius: float, rng: np.random.Generator, angle: float | None = None) -> np.ndarray:
+    """Draw one object of class ``cls`` (its look drawn from ``rng``) onto ``img`` in place.
+
+    Args:
+        angle: Rotation in radians; ``None`` draws one from ``rng``.
+
+    Returns:
+        The object's tight box ``[4]`` (x1, y1, x2, y2 pixels, not clipped).
+    """
     import cv2
 
     pts = _shape_points(cls, rng)
-    ang = rng.uniform(0, 2 * np.pi)
+    ang = rng.uniform(0, 2 * np.pi) if angle is None else angle
     rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
     pts = pts @ rot.T * radius + (cx, cy)
     colour = tuple(int(c) for c in rng.integers(0, 256, 3))
@@ -133,7 +140,8 @@ def _draw_object(img: np.ndarray, cls: int, cx: float, cy: float, radius: float,
     return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()], np.float32)
 
 
-def _background(bgs: Sequence[np.ndarray], size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def background(bgs: Sequence[np.ndarray], size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random crop of a random photograph, resized to ``size`` (w, h), maybe mirrored."""
     import cv2
 
     w, h = size
@@ -187,7 +195,7 @@ def render_scene(
         ``(image BGR uint8 [h, w, 3], boxes [K, 4] float32 pixels, classes [K] int64)``.
     """
     w, h = size
-    img = _background(bgs, size, rng)
+    img = background(bgs, size, rng)
     k = int(rng.integers(0, max_objects + 1))
     boxes, classes = [], []
     for _ in range(k):
@@ -196,7 +204,7 @@ def render_scene(
         cls = int(rng.integers(len(CLASSES)))
         if boxes and _covered(np.array(boxes), np.array([cx - d / 2, cy - d / 2, cx + d / 2, cy + d / 2])) > 0.5:
             continue  # would hide most of an earlier object, leaving a label on nothing visible
-        box = _draw_object(img, cls, cx, cy, d / 2, rng)
+        box = draw_object(img, cls, cx, cy, d / 2, rng)
         box = np.clip(box, 0, [w, h, w, h]).astype(np.float32)
         if min(box[2] - box[0], box[3] - box[1]) < 4:
             continue  # almost entirely outside the frame; no label. (It stays drawn: clutter.)
@@ -207,7 +215,7 @@ def render_scene(
         bw, bh = b[2] - b[0], b[3] - b[1]
         pw, ph = int(bw * rng.uniform(0.2, 0.45)) + 1, int(bh * rng.uniform(0.2, 0.45)) + 1
         px, py = int(b[0] + rng.uniform(0, bw - pw + 1)), int(b[1] + rng.uniform(0, bh - ph + 1))
-        patch = _background(bgs, (pw, ph), rng)
+        patch = background(bgs, (pw, ph), rng)
         img[py : py + ph, px : px + pw] = patch[: max(0, min(ph, h - py)), : max(0, min(pw, w - px))]
     img = _photometric(img, rng)
     return img, np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)

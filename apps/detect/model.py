@@ -54,7 +54,7 @@ def cell_centers(imgsz: tuple[int, int], strides: Sequence[int]) -> tuple[np.nda
     return np.concatenate(centers).astype(np.float32), np.concatenate(cell_strides).astype(np.float32)
 
 
-def build_model(num_classes: int, imgsz: tuple[int, int] = (160, 160), strides: Sequence[int] = (8, 16), width: int = 32):
+def build_model(num_classes: int, imgsz: tuple[int, int] = (160, 160), strides: Sequence[int] = (8, 16), width: int = 32, batch_size: int | None = None):
     """The detector as a functional Keras model with outputs ``boxes`` and ``scores``.
 
     Args:
@@ -62,6 +62,8 @@ def build_model(num_classes: int, imgsz: tuple[int, int] = (160, 160), strides: 
         imgsz: Input ``(w, h)``; both must be multiples of the largest stride.
         strides: Output strides, ascending powers of two ≥ 8.
         width: Base channel count (the backbone uses 0.5×, 1×, 2×, 3× of it).
+        batch_size: ``None`` for training; 1 for export, so reshapes and broadcasts are static
+            (a dynamic batch adds SHAPE/PACK/TILE ops to the converted graph).
     """
     w, h = imgsz
     if w % max(strides) or h % max(strides):
@@ -72,7 +74,7 @@ def build_model(num_classes: int, imgsz: tuple[int, int] = (160, 160), strides: 
         x = layers.BatchNormalization(momentum=0.97)(x)
         return layers.ReLU()(x)
 
-    inp = keras.Input((h, w, 3), batch_size=None, name="image")
+    inp = keras.Input((h, w, 3), batch_size=batch_size, name="image")
     x = conv(inp, width // 2, 2)  # /2
     feats, stride, ch = {}, 2, width
     while stride < max(strides):
@@ -86,7 +88,8 @@ def build_model(num_classes: int, imgsz: tuple[int, int] = (160, 160), strides: 
     levels = sorted(strides)
     fused = {levels[-1]: feats[levels[-1]]}
     for fine, coarse in zip(levels[-2::-1], levels[:0:-1]):
-        top = layers.UpSampling2D(coarse // fine)(conv(fused[coarse], feats[fine].shape[-1], k=1))
+        # bilinear becomes one RESIZE_BILINEAR op; Keras' "nearest" is built from TILE + RESHAPE
+        top = layers.UpSampling2D(coarse // fine, interpolation="bilinear")(conv(fused[coarse], feats[fine].shape[-1], k=1))
         fused[fine] = layers.Add()([feats[fine], top])
     raw_box, raw_cls = [], []
     for s in levels:
@@ -117,18 +120,27 @@ class DecodeBoxes(keras.layers.Layer):
         cells = [gh * gw for gh, gw in level_sizes(self.imgsz, self.strides)]
         sizes = np.repeat(max_sizes(self.imgsz, self.strides), cells).astype(np.float32)
         norm = np.array(self.imgsz, np.float32)
-        self._c = (centers / norm)[None]
-        self._off = (MAX_OFFSET * cell_strides[:, None] / norm)[None].astype(np.float32)
+        off = MAX_OFFSET * cell_strides[:, None] / norm
+        # xy = centre + (2t - 1) * off, folded into one multiply and one add
+        self._xy0 = (centers / norm - off)[None].astype(np.float32)
+        self._xy1 = (2 * off)[None].astype(np.float32)
         self._half = (sizes[:, None] / norm / 2)[None].astype(np.float32)
 
     def call(self, raw):
         t = ops.sigmoid(raw)
-        xy = self._c + (t[..., :2] * 2 - 1) * self._off
+        xy = self._xy0 + t[..., :2] * self._xy1
         wh = t[..., 2:] * self._half
         return ops.concatenate([xy - wh, xy + wh], axis=-1)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "imgsz": list(self.imgsz), "strides": list(self.strides)}
+
+
+def export_copy(net, num_classes: int, imgsz: tuple[int, int], strides: Sequence[int], width: int):
+    """A batch-1 copy of a trained ``net`` with the same weights, for conversion."""
+    fixed = build_model(num_classes, imgsz, strides, width, batch_size=1)
+    fixed.set_weights(net.get_weights())
+    return fixed
 
 
 def make_targets(
