@@ -41,13 +41,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="detect a spoken trigger word in a WAV file or live from a microphone",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-m", "--model", default=None, help=f"trigger-word .tflite with a card (default: {DEFAULT_MODEL.name})")
+    p.add_argument("-m", "--model", default=None, help=f"trigger-word .tflite with a card; None: the shipped {DEFAULT_MODEL.name}")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-i", "--input", metavar="FILE.wav", help="a WAV file (any rate, channels, 8-32-bit PCM or float)")
-    src.add_argument("--mic", nargs="?", const="", metavar="DEVICE", help="record from a microphone: default, index or part of a name")
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold (default: the model card's)")
-    p.add_argument("--smoothing", type=int, default=None, help="average this many scores (default: the card's, else 1)")
-    p.add_argument("--refractory", type=float, default=None, help="seconds without a second event (default: the card's, else 1.0)")
+    src.add_argument(
+        "--mic", nargs="?", const="", metavar="DEVICE", help="record from a microphone: the default one, or an index or part of a name"
+    )
+    p.add_argument("--threshold", type=float, default=None, help="detection threshold; None: the model card's")
+    p.add_argument("--smoothing", type=int, default=None, help="average this many scores; None: the card's, else 1")
+    p.add_argument("--refractory", type=float, default=None, help="seconds without a second event; None: the card's, else 1.0")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of audio")
     p.add_argument("--chunk", type=int, default=1280, help="samples per audio chunk read from the source")
     p.add_argument("--chime", action="store_true", help="play a short tone on each detection")
@@ -63,11 +65,11 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="false rejects, false accepts per hour, detection delay and a threshold sweep",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-m", "--model", default=None, help=f"model to evaluate (default: {DEFAULT_MODEL.name})")
+    p.add_argument("-m", "--model", default=None, help=f"model to evaluate; None: the shipped {DEFAULT_MODEL.name}")
     p.add_argument("--compare", metavar="M2", help="a second model evaluated on the same audio")
     p.add_argument("--positives", required=True, metavar="DIR", help="folder of .wav clips, each holding the word once")
     p.add_argument("--negatives", required=True, metavar="DIR", help="folder of .wav files without the word (concatenated)")
-    p.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the card's)")
+    p.add_argument("--threshold", type=float, default=None, help="operating threshold; None: the card's")
     p.add_argument("--max-delay", type=float, default=1.0, help="an event up to this many seconds after the word end counts")
     p.add_argument("--plot", metavar="OUT.png", help="write a DET curve (needs matplotlib)")
     add_runner_args(p)
