@@ -21,11 +21,11 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _add_post_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conf", type=float, default=None, help="score threshold (default: the card's, else 0.25)")
-    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the card's, else 0.45)")
+    p.add_argument("--conf", type=float, default=None, help="score threshold; unset: the card's, else 0.25")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold; unset: the card's, else 0.45")
     p.add_argument("--max-det", type=int, default=300, help="at most this many detections per frame")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (boxes of different classes suppress each other)")
-    p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout (default: card, Ultralytics metadata, then shapes)")
+    p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout; unset: from the card, Ultralytics metadata, then tensor shapes")
     p.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line (overrides the model's)")
 
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="YOLO detection on a camera, video, image(s) or stream (JSON lines per frame)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-m", "--model", default=None, help="a .tflite YOLO model (default: the shipped apps/detect/models/detect_int8.tflite)")
+    p.add_argument("-m", "--model", default=None, help="a .tflite YOLO model; unset: the shipped apps/detect/models/detect_int8.tflite")
     p.add_argument("-s", "--source", required=True, help="camera index, /dev/videoN, video file, image, image folder, http:// MJPEG or rtsp:// URL")
     _add_post_args(p)
     p.add_argument("--save", metavar="OUT.mp4|DIR", default=None, help="write annotated video (.mp4/.avi/.mkv/.mov) or annotated images into DIR")
@@ -102,12 +102,12 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="COCO mAP@0.5 and mAP@0.5:0.95 on an annotated image folder (float vs int8 with --compare)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-m", "--model", default=None, help="a .tflite model (default: the shipped int8 model)")
+    p.add_argument("-m", "--model", default=None, help="a .tflite model; unset: the shipped int8 model")
     p.add_argument("--compare", metavar="MODEL2", default=None, help="a second model (e.g. the float one) to compare")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the images named in the annotations")
     p.add_argument("--annotations", required=True, metavar="COCO.json", help="COCO-format ground truth")
     p.add_argument("--conf", type=float, default=0.001, help="score threshold for AP (low, as COCO evaluation does)")
-    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the card's, else 0.45)")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold; unset: the card's, else 0.45")
     p.add_argument("--max-det", type=int, default=100, help="detections per image (COCO uses 100)")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
     p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout")
