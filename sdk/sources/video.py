@@ -329,7 +329,7 @@ class MJPEGSource(_ReconnectingSource):
         with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:
             kind = resp.headers.get("Content-Type", "")
             if "multipart" not in kind:
-                raise SourceError(f"{self.url}: expected an MJPEG stream (multipart/x-mixed-replace), got Content-Type {kind!r}")
+                raise SourceError(f"{self.url}: expected an MJPEG stream (multipart/x-mixed-replace), got Content-Type {kind!r}; other video over HTTP: download it and pass the file")
             for jpeg in _mjpeg_parts(resp):
                 if self._stop.is_set():
                     return
