@@ -37,26 +37,26 @@ SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 1.0, 0.1))
 DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99))
 
 
-def _clips(spec: str | Path | Sequence[Audio], rate: int, what: str) -> list[tuple[str, np.ndarray]]:
-    """Named mono clips at ``rate`` from a folder, a list of paths, or a list of arrays (already at ``rate``)."""
+def _items(spec: str | Path | Sequence[Audio], what: str) -> Sequence[Audio]:
+    """A folder's ``.wav`` files (sorted), or the given list of paths / arrays."""
+    if not isinstance(spec, (str, Path)):
+        return spec
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise ConfigError(f"--{what}: {folder} is not a folder of .wav files")
+    items = sorted(folder.rglob("*.wav"))
+    if not items:
+        raise ConfigError(f"--{what}: no .wav files in {folder}")
+    return items
+
+
+def _load(item: Audio, i: int, what: str, rate: int) -> tuple[str, np.ndarray]:
+    """One named mono clip at ``rate`` (arrays are taken to be at ``rate`` already); read lazily to bound memory."""
     from sdk.sources.audio import read_wav
 
-    if isinstance(spec, (str, Path)):
-        folder = Path(spec)
-        if not folder.is_dir():
-            raise ConfigError(f"--{what}: {folder} is not a folder of .wav files")
-        items: Sequence[Audio] = sorted(folder.rglob("*.wav"))
-        if not items:
-            raise ConfigError(f"--{what}: no .wav files in {folder}")
-    else:
-        items = spec
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, np.ndarray):
-            out.append((f"{what}[{i}]", np.asarray(item, dtype=np.float32).reshape(-1)))
-        else:
-            out.append((str(item), read_wav(item, rate)[0]))
-    return out
+    if isinstance(item, np.ndarray):
+        return f"{what}[{i}]", np.asarray(item, dtype=np.float32).reshape(-1)
+    return str(item), read_wav(item, rate)[0]
 
 
 def word_span(x: np.ndarray, rate: int) -> tuple[float, float]:
@@ -136,32 +136,13 @@ def evaluate(
         ``det`` (``[threshold, frr, fa_per_hour]`` over 99 thresholds).
     """
     det = TriggerWordDetector(model, threshold=threshold, runner_kwargs=runner_kwargs)
-    rate, logic = det.sample_rate, det.logic
-    pos_clips = _clips(positives, rate, "positives")
-    neg_clips = _clips(negatives, rate, "negatives")
-    lead = np.zeros(det.window_samples, dtype=np.float32)
-    tail = np.zeros(int(round(max_delay_s * rate)) + det.hop_samples, dtype=np.float32)
-    pos, audio_s, t0 = [], 0.0, time.perf_counter()
-    for i, (name, x) in enumerate(pos_clips):
-        start, end = word_span(x, rate)
-        det.reset()
-        times, scores = det.scores(np.concatenate([lead, x, tail]))
-        offset = lead.shape[0] / rate
-        pos.append({"name": name, "times": times - offset, "smooth": smoothed(scores, logic.smoothing), "start": start, "end": end})
-        audio_s += (lead.shape[0] + x.shape[0] + tail.shape[0]) / rate
-        _progress(progress, "positives", i + 1, len(pos_clips))
-    det.reset()
-    neg_t, neg_s = [], []
-    for i, (_, x) in enumerate(neg_clips):
-        t, s = det.scores(x)
-        neg_t.append(t)
-        neg_s.append(s)
-        audio_s += x.shape[0] / rate
-        _progress(progress, "negatives", i + 1, len(neg_clips))
+    logic = det.logic
+    pos_items, neg_items = _items(positives, "positives"), _items(negatives, "negatives")
+    t0 = time.perf_counter()
+    pos, pos_s = _score_positives(det, pos_items, max_delay_s, progress)
+    neg, neg_s = _score_negatives(det, neg_items, progress)
     wall = time.perf_counter() - t0
-    neg_times, neg_scores = np.concatenate(neg_t), np.concatenate(neg_s)
-    neg = (neg_times, smoothed(neg_scores, logic.smoothing))
-    hours = sum(x.shape[0] for _, x in neg_clips) / rate / 3600.0
+    hours = neg_s / 3600.0
     rates = lambda thr: _rates(pos, neg, hours, logic.refractory_s, thr, max_delay_s)  # noqa: E731
     main = rates(logic.threshold)
     det_curve = [[r["threshold"], r["frr"], r["fa_per_hour"]] for r in map(rates, DET_THRESHOLDS)]
@@ -171,11 +152,52 @@ def evaluate(
         "positives": len(pos),
         "negatives_hours": round(hours, 4),
         **main,
-        "speed_x_realtime": round(audio_s / wall, 1) if wall > 0 else None,
+        "speed_x_realtime": round((pos_s + neg_s) / wall, 1) if wall > 0 else None,
         "missed": [p["name"] for p in pos if _delay(p, logic.threshold, logic.refractory_s, max_delay_s) is None],
         "sweep": [rates(t) for t in thresholds],
         "det": det_curve,
     }
+
+
+def _score_positives(det: TriggerWordDetector, items: Sequence[Audio], max_delay_s: float, progress: bool) -> tuple[list[dict], float]:
+    """Per positive clip: smoothed scores on the clip's own time axis and its word span; total seconds streamed."""
+    rate = det.sample_rate
+    lead = np.zeros(det.window_samples, dtype=np.float32)
+    tail = np.zeros(int(round(max_delay_s * rate)) + det.hop_samples, dtype=np.float32)
+    pos, seconds = [], 0.0
+    for i, item in enumerate(items):
+        name, x = _load(item, i, "positives", rate)
+        start, end = word_span(x, rate)
+        det.reset()
+        times, scores = det.scores(np.concatenate([lead, x, tail]))
+        pos.append(
+            {
+                "name": name,
+                "times": times - lead.shape[0] / rate,
+                "smooth": smoothed(scores, det.logic.smoothing),
+                "start": start,
+                "end": end,
+            }
+        )
+        seconds += (lead.shape[0] + x.shape[0] + tail.shape[0]) / rate
+        _progress(progress, "positives", i + 1, len(items))
+    return pos, seconds
+
+
+def _score_negatives(det: TriggerWordDetector, items: Sequence[Audio], progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """Times and smoothed scores over all negatives as one stream; its length in seconds."""
+    det.reset()
+    times, scores, samples = [], [], 0
+    for i, item in enumerate(items):
+        _, x = _load(item, i, "negatives", det.sample_rate)
+        t, s = det.scores(x)
+        times.append(t)
+        scores.append(s)
+        samples += x.shape[0]
+        _progress(progress, "negatives", i + 1, len(items))
+    t_all = np.concatenate(times) if times else np.zeros(0)
+    s_all = np.concatenate(scores) if scores else np.zeros(0)
+    return (t_all, smoothed(s_all, det.logic.smoothing)), samples / det.sample_rate
 
 
 def _progress(on: bool, what: str, done: int, total: int) -> None:
