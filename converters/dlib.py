@@ -487,3 +487,25 @@ class _Builder:
         y = k.layers.Reshape((h, w, c, 1))(x)
         y = k.layers.ZeroPadding3D(((0, th - h), (0, tw - w), (0, tc - c)))(y)
         return k.layers.Reshape(target)(y)
+
+
+def dlib_card(net: DlibNet) -> Any:
+    """The model card fields a converted dlib network starts with.
+
+    A ``loss_metric`` network (dlib's face ResNet) becomes a ``face-embed`` card with dlib's
+    semantics: RGB 0..255 input (normalisation is inside the model), Euclidean distance and
+    the loss layer's distance threshold; the chip alignment dlib trained with is recorded.
+    Other networks get a ``generic`` card.
+    """
+    from sdk.card import ModelCard
+
+    h, w = net.input.params["size"]
+    inp: dict[str, Any] = {"size": [w, h] if w else None, "letterbox": False, "mean": 0.0, "std": 1.0, "channel_order": "rgb"}
+    src = {"dlib_file": Path(net.path).name if net.path else None}
+    if net.loss.get("kind") != "loss_metric":
+        return ModelCard(task="generic", input=inp, source=src)
+    units = next(layer.params["units"] for layer in reversed(net.layers) if layer.kind == "fc")
+    inp["align"] = {"method": "similarity", "template": "dlib mean face", "padding": 0.25, "keypoints": "blazeface"}
+    out = {"embedding_size": int(units), "metric": "euclidean", "normalised": False,
+           "threshold": round(float(net.loss.get("distance_threshold", 0.6)), 6)}
+    return ModelCard(task="face-embed", input=inp, output=out, source=src)

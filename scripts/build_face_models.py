@@ -121,20 +121,16 @@ def pair_ratio(float_emb: np.ndarray, int8_emb: np.ndarray) -> float:
 
 def build_embedder(out: Path, dat: Path, detector: Path, fp32: Path | None) -> Path:
     from converters.convert import convert
-    from converters.dlib import load_dlib_as_keras, read_dat
-    from sdk.card import ModelCard, atomic_write, embed_card, read_card
+    from converters.dlib import dlib_card, load_dlib_as_keras, read_dat
+    from sdk.card import atomic_write, embed_card, read_card
     from sdk.runner import Runner
 
     net = read_dat(dat)
     model = load_dlib_as_keras(net)
     calib, evals = face_chips(detector, 200, CALIBRATION_SEED), face_chips(detector, 40, EVAL_SEED)
     log(f"{len(calib)} calibration chips, {len(evals)} evaluation chips")
-    threshold = round(float(net.loss.get("distance_threshold", 0.6)), 6)
-    card = ModelCard(
-        task="face-embed",
-        input={"size": [150, 150], "letterbox": False, "mean": 0.0, "std": 1.0, "channel_order": "rgb",
-               "align": {"method": "similarity", "template": "dlib mean face", "padding": 0.25, "keypoints": "blazeface"}},
-        output={"embedding_size": 128, "metric": "euclidean", "threshold": threshold, "normalised": False},
+    threshold = float(dlib_card(net).output["threshold"])
+    card = dlib_card(net).replace(
         license="CC0-1.0 (dlib_face_recognition_resnet_model_v1 by Davis E. King, public domain)",
         notes="dlib's face recognition ResNet (99.38% LFW), imported from the .dat by converters.dlib.",
     )
