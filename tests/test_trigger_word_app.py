@@ -198,9 +198,27 @@ def test_file_speed_table(tmp_path, models):
 
     for kind in ("score", "sequence"):
         det = TriggerWordDetector(models[kind], runner_kwargs={"threads": 1})
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         with WavFileSource(tmp_path / "long.wav", SR) as src:
             n = len(list(det.run(src)))
-        wall = time.perf_counter() - t
-        print(f"\n{kind} model, hop {det.hop_s * 1000:.0f} ms: 60 s file in {wall * 1000:.0f} ms = {60 / wall:.0f}x real time ({n} events)")
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        # CPU time is what one core would need; wall time also counts waiting on this shared machine
+        print(
+            f"\n{kind} model, hop {det.hop_s * 1000:.0f} ms, 60 s file: {60 / cpu:.0f}x real time by CPU time, {60 / wall:.0f}x by wall time ({n} events)"
+        )
     assert os.path.getsize(tmp_path / "long.wav") > 0
+
+
+def test_demo_on_bundled_samples(capsys):
+    from apps.trigger_word.cli import DEFAULT_MODEL
+    from apps.trigger_word.demo import demo
+    from sdk.cli.output import Output
+
+    demo(Output(json_mode=True))
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    if not DEFAULT_MODEL.is_file():
+        assert lines == [{"app": "trigger-word", "status": "default model missing", "model": str(DEFAULT_MODEL)}]
+        return
+    events = {x["sample"]: x["events"] for x in lines}
+    assert len(events["activate.wav"]) == 1 and events["other.wav"] == []
+    assert 1.0 < events["activate.wav"][0]["time"] < 3.5  # the word is said about 1.5-2 s in
