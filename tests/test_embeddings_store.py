@@ -126,8 +126,7 @@ def test_identify_matches_brute_force(tmp_path, rng, metric):
     vecs = unit(rng, 3000, 32) * rng.uniform(0.5, 2.0, size=(3000, 1)).astype(np.float32)
     names = [f"p{i % 150:03d}" for i in range(3000)]
     with EmbeddingStore(tmp_path / "f.db", HASH_A, 32, metric=metric, default_threshold=10.0) as s:
-        for n in sorted(set(names)):
-            s.enroll(n, vecs[[i for i, m in enumerate(names) if m == n]])
+        s.enroll_many({n: vecs[[i for i, m in enumerate(names) if m == n]] for n in sorted(set(names))})
         for q in unit(rng, 25, 32):
             if metric == "cosine":
                 ref = 1 - (vecs @ q) / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(q))
