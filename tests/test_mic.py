@@ -157,3 +157,18 @@ def test_chime_is_played_through_sounddevice(vmic, tone_tflite, tmp_path):
     seg = x[loud[0] : loud[0] + 2048]
     spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
     assert abs(np.fft.rfftfreq(len(seg), 1 / SR)[spec.argmax()] - 880) < 15
+
+
+def test_input_device_by_index_and_name(vmic):
+    from sdk.errors import SourceError
+    from sdk.sources.audio import MicrophoneSource, input_devices, resolve_input_device
+
+    devs = {d["name"]: d["index"] for d in input_devices()}
+    assert "pulse" in devs
+    assert resolve_input_device("PULSE") == resolve_input_device(str(devs["pulse"])) == resolve_input_device(devs["pulse"]) == devs["pulse"]
+    assert resolve_input_device(None) is None
+    with pytest.raises(SourceError, match="input devices are: .*pulse"):
+        resolve_input_device(999)
+    with MicrophoneSource(device="pulse", duration=0.2, chunk=800) as mic:
+        chunks = list(mic)
+    assert sum(len(c.samples) for c in chunks) == 3200 and chunks[0].time == 0.0
