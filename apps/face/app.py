@@ -177,7 +177,8 @@ class FaceApp:
     def usable(self, faces: list[Face], where: str, largest: bool = False) -> Face:
         """The one usable face of an image, or a FaceError saying why there is none."""
         if not faces:
-            raise FaceError(f"{where}: no face found (use a frontal, well-lit photo; try --detector haar or blazeface)")
+            raise FaceError(f"{where}: no face found (use a frontal, well-lit photo in which the face fills a good part; "
+                            "or try the other --detector)")
         if len(faces) > 1 and not largest:
             raise FaceError(f"{where}: {len(faces)} faces found; crop the image to one face or pass --largest")
         face = max(faces, key=lambda f: f.box.area)
