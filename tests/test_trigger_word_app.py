@@ -175,6 +175,10 @@ def test_evaluate_rates_delay_and_sweep(tmp_path, models):
     assert len(res["det"]) == 99 and res["det"][-1][1] >= res["det"][0][1]  # misses grow with the threshold
     arrays = evaluate(models["score"], [tone_stream([(0.4, 0.3)], 1.2, seed=0)], [np.zeros(SR * 5, np.float32)], progress=False)
     assert arrays["frr"] == 0.0 and arrays["false_accepts"] == 0
+    known = evaluate(
+        models["score"], [(tone_stream([(0.4, 0.3)], 1.2, seed=0), (0.4, 0.5))], [np.zeros(SR * 5, np.float32)], progress=False
+    )
+    assert known["delay_ms_median"] == pytest.approx(arrays["delay_ms_median"] + 200, abs=1)  # the word "ended" 0.2 s earlier
 
 
 def test_eval_cli_compare_and_plot(tmp_path, models, capsys):

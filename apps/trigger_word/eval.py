@@ -8,7 +8,8 @@ Protocol (also what ``edgesdk eval trigger-word`` reports):
   of 10 ms whose level is within 30 dB of the clip's loudest frame and at least 10 dB above
   its quietest tenth (so background noise in the clip is not "speech"). A positive is
   detected when the first event falls between the start of that region and
-  ``word end + max_delay_s``; its delay is the event time minus the word end.
+  ``word end + max_delay_s``; its delay is the event time minus the word end. Callers that
+  know where the word is (synthetic data) pass ``(clip, (start_s, end_s))`` instead.
 * **Negatives**: all negative files are concatenated into one continuous stream (sorted by
   name) and every event in it is a false accept; the rate is per hour of that audio.
 * Scores are computed once per clip; every threshold is then applied with the detector's own
@@ -32,7 +33,7 @@ from sdk.runner import Runner
 
 log = logging.getLogger("edgesdk.trigger_word")
 
-Audio = str | Path | np.ndarray
+Audio = str | Path | np.ndarray  # a positive may also be (Audio, (word_start_s, word_end_s))
 SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 1.0, 0.1))
 DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99))
 
@@ -122,7 +123,8 @@ def evaluate(
 
     Args:
         model: A :class:`Runner` or a ``.tflite`` path with a trigger-word card.
-        positives: Folder of ``.wav`` clips, or a list of paths / float arrays at the model rate.
+        positives: Folder of ``.wav`` clips, or a list of paths / float arrays at the model rate,
+            or of ``(path_or_array, (word_start_s, word_end_s))`` when the word's position is known.
         negatives: Same, without the word; concatenated into one stream.
         threshold: Operating threshold (default: the card's).
         max_delay_s: Latest accepted detection after the word end.
@@ -166,8 +168,11 @@ def _score_positives(det: TriggerWordDetector, items: Sequence[Audio], max_delay
     tail = np.zeros(int(round(max_delay_s * rate)) + det.hop_samples, dtype=np.float32)
     pos, seconds = [], 0.0
     for i, item in enumerate(items):
+        span = None
+        if isinstance(item, tuple):  # (audio, (start_s, end_s)): the word's position is known
+            item, span = item
         name, x = _load(item, i, "positives", rate)
-        start, end = word_span(x, rate)
+        start, end = span if span is not None else word_span(x, rate)
         det.reset()
         times, scores = det.scores(np.concatenate([lead, x, tail]))
         pos.append(
