@@ -1,10 +1,13 @@
 """Non-maximum suppression, class-aware or class-agnostic, vectorised.
 
-Greedy NMS in score order. Up to ``MATRIX_MAX`` candidates, one vectorised IoU matrix is
-computed and the greedy pass only ORs its boolean rows; beyond that, each kept box is compared
-with every survivor in one vector operation (no matrix of quadratic size). Class-aware
-NMS masks the overlap matrix with "same class" (or, without a matrix, shifts each class's boxes
-by an offset larger than any coordinate), so one pass handles every class.
+Greedy NMS in score order, three vectorised strategies with identical results:
+
+* up to ``MATRIX_MAX`` candidates: one IoU matrix (masked to same-class pairs when class-aware),
+  the greedy pass ORs its boolean rows;
+* class-aware with ``PAIRS_MIN``–``PAIRS_MAX`` candidates: IoU of same-class pairs only, then a
+  greedy pass over the boxes that overlap a later one;
+* beyond that: each kept box against every survivor in one vector operation (no quadratic
+  memory); classes are separated by shifting each class's boxes beyond every coordinate.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 MATRIX_MAX = 512  # up to this many candidates, an IoU matrix is cheaper than per-box vectors
+# class-aware with more candidates than PAIRS_MIN: same-class pairs (N² booleans, then sparse),
+# which beats the full matrix there (measured with benchmarks/detect_decode.py)
+PAIRS_MIN, PAIRS_MAX = 256, 4096
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,6 +74,8 @@ def nms(
     # float64: class offsets (below) must not cost precision in the IoU
     b = np.asarray(boxes, np.float64).reshape(-1, 4)[order]
     cls = None if class_ids is None or agnostic else np.asarray(class_ids).reshape(-1)[order]
+    if cls is not None and PAIRS_MIN < order.size <= PAIRS_MAX:
+        return order[_greedy_pairs(b, iou, max_det, cls)]
     if order.size <= MATRIX_MAX:
         return order[_greedy_matrix(b, iou, max_det, cls)]
     if cls is not None:
@@ -109,6 +117,32 @@ def _greedy_matrix(b: np.ndarray, iou: float, max_det: int, cls: np.ndarray | No
             break
         removed |= over[i]
     return np.asarray(keep, np.int64)
+
+
+def _greedy_pairs(b: np.ndarray, iou: float, max_det: int, cls: np.ndarray) -> np.ndarray:
+    """Class-aware greedy NMS on same-class pairs only (boxes already in score order).
+
+    IoU is computed for the same-class pairs ``i < j`` alone, far fewer than N² when there are
+    several classes; the greedy pass then visits only boxes that overlap a later one.
+    """
+    ii, jj = np.nonzero(cls[:, None] == cls)
+    up = ii < jj
+    ii, jj = ii[up], jj[up]
+    w = np.minimum(b[ii, 2], b[jj, 2]) - np.maximum(b[ii, 0], b[jj, 0])
+    h = np.minimum(b[ii, 3], b[jj, 3]) - np.maximum(b[ii, 1], b[jj, 1])
+    inter = np.maximum(w, 0) * np.maximum(h, 0)
+    area = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    union = area[ii] + area[jj] - inter
+    over = inter > iou * union  # IoU > iou without a division (union 0 means inter 0)
+    ii, jj = ii[over], jj[over]  # still sorted by ii: np.nonzero is row-major
+    removed = np.zeros(len(b), bool)
+    if ii.size:
+        starts = np.flatnonzero(np.r_[True, ii[1:] != ii[:-1]])
+        ends = np.r_[starts[1:], ii.size]
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            if not removed[ii[s]]:  # row i can only be removed by earlier rows, already done
+                removed[jj[s:e]] = True
+    return np.flatnonzero(~removed)[:max_det]
 
 
 def _greedy_vector(b: np.ndarray, iou: float, max_det: int) -> np.ndarray:

@@ -30,15 +30,15 @@ box_st = st.tuples(st.integers(0, 60), st.integers(0, 60), st.integers(1, 40), s
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     data=st.lists(st.tuples(box_st, st.floats(0.01, 1.0), st.integers(0, 3)), min_size=0, max_size=40),
     iou=st.sampled_from([0.3, 0.45, 0.5, 0.7]),
     max_det=st.integers(1, 50),
     agnostic=st.booleans(),
-    matrix=st.booleans(),
+    path=st.sampled_from(["pairs", "matrix", "vector"]),
 )
-def test_nms_matches_brute_force(data, iou, max_det, agnostic, matrix):
+def test_nms_matches_brute_force(data, iou, max_det, agnostic, path):
     boxes = np.array([d[0] for d in data], np.float64).reshape(-1, 4)
     scores = np.array([d[1] for d in data], np.float64)
     classes = np.array([d[2] for d in data], np.int64)
@@ -46,12 +46,13 @@ def test_nms_matches_brute_force(data, iou, max_det, agnostic, matrix):
         # exact ties at the threshold are decided by float rounding; keep them out
         m = iou_matrix(boxes, boxes).astype(np.float64)
         assume(not np.any(np.abs(m - iou) < 1e-5))
-    old = nms_mod.MATRIX_MAX
-    nms_mod.MATRIX_MAX = 10**6 if matrix else 0
+    old = nms_mod.PAIRS_MIN, nms_mod.PAIRS_MAX, nms_mod.MATRIX_MAX
+    nms_mod.PAIRS_MIN, nms_mod.PAIRS_MAX = (-1, 10**6) if path == "pairs" else (0, 0)
+    nms_mod.MATRIX_MAX = 0 if path == "vector" else 10**6
     try:
         got = nms(boxes, scores, classes, iou=iou, max_det=max_det, agnostic=agnostic)
     finally:
-        nms_mod.MATRIX_MAX = old
+        nms_mod.PAIRS_MIN, nms_mod.PAIRS_MAX, nms_mod.MATRIX_MAX = old
     assert got.tolist() == reference(boxes.tolist(), scores.tolist(), classes.tolist(), iou, max_det, agnostic)
 
 
