@@ -5,6 +5,7 @@
 - :mod:`sdk.face.pipeline`: :class:`~sdk.face.pipeline.FacePipeline`, detect → align → embed
   with the shipped default models.
 - :mod:`sdk.face.haar`: OpenCV Haar cascades evaluated in NumPy.
+- :mod:`sdk.face.samples`: the bundled sample photo and fixed-seed variants of it.
 
 Submodules are imported on use; this package imports nothing heavy.
 """
