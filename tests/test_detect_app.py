@@ -338,3 +338,21 @@ def test_demo_runs_the_default_model_on_the_bundled_video(models, video, monkeyp
     monkeypatch.setattr(demo, "SAMPLE", video.with_name("none.mp4"))
     demo.demo(Output(json_mode=True))
     assert json.loads(capsys.readouterr().out)["status"] == "demo video missing"
+
+
+def test_device_side_runs_with_tensorflow_blocked(models, video):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+        import cv2
+        from apps.detect.app import Detector
+        from apps.detect import cli, demo, eval  # noqa: F401
+        from sdk.runner import Runner
+        ok, frame = cv2.VideoCapture({str(video)!r}).read()
+        print(sorted(d.label for d in Detector(Runner({str(models / "split_int8.tflite")!r}))(frame)))
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "['green', 'red']"
