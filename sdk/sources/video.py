@@ -77,12 +77,16 @@ class FrameQueue:
 
     def get(self, timeout: float | None = None) -> Any:
         """The oldest item, waiting up to ``timeout`` seconds (``TimeoutError`` after)."""
+        return self.get_counted(timeout)[0]
+
+    def get_counted(self, timeout: float | None = None) -> tuple[Any, int]:
+        """The oldest item and the number dropped before it, read together under the lock."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._items or self._final, timeout):
                 raise TimeoutError("no frame within the timeout")
             item = self._items.popleft() if self._items else self._final.popleft()
             self._cond.notify_all()
-            return item
+            return item, self.dropped
 
     def __len__(self) -> int:
         """Frames waiting (never more than ``maxsize``)."""
@@ -146,14 +150,14 @@ class VideoSource:
     def read(self, timeout: float | None = None) -> Frame | None:
         """The next frame, or ``None`` at the end of the stream."""
         self.start()
-        item = self.queue.get(timeout)
+        item, dropped = self.queue.get_counted(timeout)
         if item is _END:
             self.queue.put(_END, final=True)  # later reads see the end too
             return None
         if isinstance(item, BaseException):
             raise item
         image, index, t, path = item
-        return Frame(image, index, t, path, self.queue.dropped)
+        return Frame(image, index, t, path, dropped)
 
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.read()) is not None:
