@@ -248,3 +248,44 @@ def test_camera_enroll_and_debounced_verify(capsys, tmp_path, faces):
     assert code == 1  # the last decision: nobody
     code, _, err = cli(capsys, *face(faces, db, "enroll", "bob", "--source", str(_video(tmp_path / "b.avi", [blank] * 4)), "--count", "2"))
     assert code == 2 and "only 0 of 2 usable frames" in err
+
+
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "apps" / "face" / "models"
+needs_default = pytest.mark.skipif(not (DEFAULT_MODELS / "face_embed_int8.tflite").is_file()
+                                   or not (DEFAULT_MODELS / "face_detect_short_range.tflite").is_file(),
+                                   reason="the default face models are not built")
+
+
+@needs_default
+def test_default_pipeline_end_to_end(capsys, tmp_path):
+    """BlazeFace + dlib ResNet int8: enrol the bundled photo, verify a variant, refuse a stranger."""
+    from sdk.face.samples import load_sample, variants
+
+    photo = Path(__file__).resolve().parent / "data" / "faces" / "astronaut.jpg"
+    db = tmp_path / "faces.db"
+    code, rows, _ = cli(capsys, "face", "enroll", "astro", str(photo), "--db", str(db), "--threads", "1")
+    assert code == 0 and rows[0]["enrolled"] == 1
+    var = tmp_path / "variant.jpg"
+    cv2.imwrite(str(var), variants(load_sample(), 2, seed=7)[1])
+    code, rows, _ = cli(capsys, "face", "verify", "astro", str(var), "--db", str(db))
+    assert code == 0 and rows[0]["match"] is True and rows[0]["distance"] < 0.5
+    stranger = tmp_path / "stranger.png"
+    big = np.full((300, 300, 3), 128, np.uint8)
+    big[50:250, 50:250] = cv2.resize(lfw_face(0)[50:150, 50:150], (200, 200), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(stranger), big)
+    code, rows, _ = cli(capsys, "face", "identify", str(stranger), "--db", str(db))
+    assert code == 1 and rows[0]["name"] is None and rows[0]["distance"] > rows[0]["threshold"]
+    code, _, err = cli(capsys, "face", "verify", "astro", str(var), "--db", str(db), "--detector", "haar",
+                       "--model", str(write_model(tmp_path / "tiny.tflite")))
+    assert code == 2 and "face_embed_int8.tflite" in err  # a database made with the default model
+
+
+@needs_default
+def test_demo_runs_on_the_default_pipeline(capsys):
+    from apps.face.demo import demo
+    from sdk.cli.output import Output
+
+    demo(Output(json_mode=True))
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    verdicts = [r["match"] for r in rows if r.get("action") in ("verify", "identify")]
+    assert verdicts and all(verdicts)

@@ -25,6 +25,7 @@ log = logging.getLogger("edgesdk.face")
 def open_frames(source: str) -> Iterator[Iterator[Frame]]:
     """Frames of a camera index, ``/dev/videoN``, video file or URL (BGR, with index and time)."""
     cv2 = require("cv2", "reading a camera or video")
+    live_cam = str(source).isdigit() or str(source).startswith("/dev/video")
     cap = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
     if not cap.isOpened():
         raise SourceError(f"--source {source}: cannot open it (expected a camera index, /dev/videoN, a video file or URL)")
@@ -35,7 +36,9 @@ def open_frames(source: str) -> Iterator[Iterator[Frame]]:
             ok, img = cap.read()
             if not ok:
                 return
-            yield Frame(img, i, time.monotonic() - t0)
+            # a file's time is its own timeline; a camera's is the wall clock since opening
+            t = time.monotonic() - t0 if live_cam else cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
+            yield Frame(img, i, t)
             i += 1
 
     try:
