@@ -300,7 +300,7 @@ def run_config(path: str | Path, json_mode: bool | None = None) -> int:
             rc = int(args.func(args, Output(json_mode=args.json, sinks=telemetry.sinks)) or 0)
             if not cfg.loop or rc != 0:
                 return rc
-            time.sleep(0.2)  # a replayed file: breathe between passes
+            time.sleep(1.0)  # a replayed file: pause between passes, so a loop never spins a core
             args = build_parser().parse_args(argv)
     finally:
         telemetry.close()
