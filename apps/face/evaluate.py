@@ -17,7 +17,7 @@ from apps.face.app import FaceError, read_image
 from sdk.errors import ConfigError
 
 log = logging.getLogger("edgesdk.face")
-TRUE, FALSE = {"1", "true", "yes", "same", "y", "t"}, {"0", "false", "no", "different", "n", "f"}
+TRUE, FALSE = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
 
 
 def read_pairs(path: str | Path) -> list[tuple[Path, Path, bool]]:
@@ -47,26 +47,25 @@ def read_pairs(path: str | Path) -> list[tuple[Path, Path, bool]]:
 
 
 def pair_distances_from(embed: Callable[[Path], np.ndarray | None], pairs: list[tuple[Path, Path, bool]],
-                        metric: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Genuine and impostor distances of ``pairs``; each image embedded once; unusable pairs skipped."""
+                        metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Distance of every pair (NaN where an image was unusable) and the ``same`` labels; each image embedded once."""
     cache: dict[Path, np.ndarray | None] = {}
-    gen, imp, skipped = [], [], 0
-    for i, (a, b, same) in enumerate(pairs):
+    dist = np.full(len(pairs), np.nan)
+    for i, (a, b, _) in enumerate(pairs):
         for img in (a, b):
             if img not in cache:
                 cache[img] = embed(img)
         ea, eb = cache[a], cache[b]
-        if ea is None or eb is None:
-            skipped += 1
-            continue
-        d = 1.0 - float(ea @ eb) / max(float(np.linalg.norm(ea) * np.linalg.norm(eb)), 1e-12) if metric == "cosine" \
-            else float(np.linalg.norm(ea - eb))
-        (gen if same else imp).append(d)
+        if ea is not None and eb is not None:
+            if metric == "cosine":
+                dist[i] = 1.0 - float(ea @ eb) / max(float(np.linalg.norm(ea) * np.linalg.norm(eb)), 1e-12)
+            else:
+                dist[i] = float(np.linalg.norm(ea - eb))
         if sys.stderr.isatty() and (i % 20 == 0 or i + 1 == len(pairs)):
             print(f"\r  pairs {i + 1}/{len(pairs)}", end="", file=sys.stderr, flush=True)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    return np.array(gen), np.array(imp), skipped
+    return dist, np.array([same for *_, same in pairs], bool)
 
 
 def _app_embed(app: Any) -> Callable[[Path], np.ndarray | None]:
@@ -84,8 +83,11 @@ def calibrate_report(app: Any, pairs: str | None, far: float, store_it: bool = T
     """Threshold at ``far`` from ``pairs`` or from every pair of the enrolled embeddings; stored unless told not to."""
     store = app._store()
     if pairs:
-        gen, imp, skipped = pair_distances_from(_app_embed(app), read_pairs(pairs), store.metric)
-        source = f"pairs {pairs}" + (f" ({skipped} skipped)" if skipped else "")
+        dist, same = pair_distances_from(_app_embed(app), read_pairs(pairs), store.metric)
+        ok = ~np.isnan(dist)
+        gen, imp = dist[ok & same], dist[ok & ~same]
+        skipped = int((~ok).sum())
+        source = f"pairs {pairs}" + (f" ({skipped} skipped: unusable image)" if skipped else "")
     else:
         mat, owner, names = store.matrix()
         if len(names) < 2:
@@ -102,25 +104,35 @@ def calibrate_report(app: Any, pairs: str | None, far: float, store_it: bool = T
     return res
 
 
-def _metrics(name: str, gen: np.ndarray, imp: np.ndarray, threshold: float, far: float, skipped: int, stats: dict) -> dict:
+def _metrics(name: str, dist: np.ndarray, same: np.ndarray, use: np.ndarray, threshold: float, far: float, stats: dict) -> dict:
+    gen, imp = dist[use & same], dist[use & ~same]
     s = cal.summary(gen, imp, far)
-    return {"pipeline": name, "pairs": s["genuine_pairs"] + s["impostor_pairs"], "skipped": skipped, "auc": round(s["auc"], 4),
+    return {"pipeline": name, "pairs": int(use.sum()), "skipped": int(np.isnan(dist).sum()), "auc": round(s["auc"], 4),
             "eer": round(s["eer"], 4), "threshold": round(threshold, 4), "accuracy": round(cal.accuracy_at(gen, imp, threshold), 4),
             "tar_at_far": round(s["tar"], 4), "far": far,
-            "latency_ms": {k: round(v.get("p50_ms", 0.0), 2) for k, v in stats.items()}}
+            "latency_ms": {k: round(v.get("p50_ms", 0.0), 2) for k, v in stats.items()},
+            **({"warning": f"{s['impostor_pairs']} impostor pairs cannot measure a FAR of {far}"} if s["impostor_pairs"] * far < 1 else {})}
 
 
 def evaluate_pairs(app: Any, pairs: str, far: float = 1e-3, compare_dlib: bool = False) -> Iterator[dict]:
-    """ROC AUC, EER, accuracy at the model's threshold, TAR at ``far`` and per-stage latency, per pipeline."""
+    """ROC AUC, EER, accuracy at the model's threshold, TAR at ``far`` and per-stage latency, per pipeline.
+
+    With ``compare_dlib``, both pipelines are scored on the same pairs: those where both
+    found a usable face in both images.
+    """
     rows = read_pairs(pairs)
     emb = app.embedder
     emb.stats.reset()
-    gen, imp, skipped = pair_distances_from(_app_embed(app), rows, emb.metric)
-    yield _metrics(f"edgesdk ({emb.model_name})", gen, imp, emb.threshold, far, skipped, emb.stats.summaries())
-    if compare_dlib:
-        dl = DlibReference()
-        gen, imp, skipped = pair_distances_from(dl.embed, rows, "euclidean")
-        yield _metrics("dlib (HOG + 5-point + ResNet)", gen, imp, 0.6, far, skipped, dl.stats.summaries())
+    dist, same = pair_distances_from(_app_embed(app), rows, emb.metric)
+    use = ~np.isnan(dist)
+    if not compare_dlib:
+        yield _metrics(f"edgesdk ({emb.model_name})", dist, same, use, emb.threshold, far, emb.stats.summaries())
+        return
+    dl = DlibReference()
+    ref, _ = pair_distances_from(dl.embed, rows, "euclidean")
+    use &= ~np.isnan(ref)
+    yield _metrics(f"edgesdk ({emb.model_name})", dist, same, use, emb.threshold, far, emb.stats.summaries())
+    yield _metrics("dlib (HOG + 5-point + ResNet)", ref, same, use, 0.6, far, dl.stats.summaries())
 
 
 class DlibReference:
