@@ -6,7 +6,7 @@
    copied beside it.
 2. Embedder: ``dlib_face_recognition_resnet_model_v1.dat`` (dlib, CC0) from the PyPI package
    ``face-recognition-models``, read by ``converters.dlib`` into Keras and converted to
-   full-int8 by ``converters.convert`` with 200 BlazeFace-aligned chips of the bundled
+   full-int8 by ``converters.convert`` with 200 BlazeFace-aligned (refined) chips of the bundled
    sample photo's variants as calibration; the card's verification threshold is dlib's 0.6
    scaled by the measured int8/float distance ratio on genuine pairs.
 
@@ -104,7 +104,8 @@ def face_chips(detector: Path, n: int, seed: int) -> np.ndarray:
     for img in samples.variants(samples.load_sample(), n * 2, seed):
         faces = bf.detect(img)
         if faces:
-            chips.append(cv2.cvtColor(align.align_blazeface(img, faces[0].keypoints), cv2.COLOR_BGR2RGB))
+            face = bf.refine(img, faces[0])  # as FacePipeline does
+            chips.append(cv2.cvtColor(align.align_blazeface(img, face.keypoints), cv2.COLOR_BGR2RGB))
         if len(chips) == n:
             break
     return np.asarray(chips, np.float32)

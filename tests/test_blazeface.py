@@ -149,6 +149,18 @@ def test_letterbox_maps_back_to_the_original_pixels(detector, photo):
     assert np.abs(f1.keypoints[:4].mean(0) - (f0.keypoints[:4].mean(0) + [256, 0])).max() < 15
 
 
+def test_refine_recovers_precise_keypoints_of_a_small_face(detector, photo):
+    ref = detector.detect(photo)[0]
+    wide = cv2.copyMakeBorder(photo, 128, 128, 128, 128, cv2.BORDER_CONSTANT)  # the face is 6x smaller in the input
+    coarse = detector.detect(wide)[0]
+    fine = detector.refine(wide, coarse)
+    truth = ref.keypoints[:4] + 128
+    err = lambda f: float(np.abs(f.keypoints[:4] - truth).mean())  # noqa: E731
+    assert err(fine) < err(coarse) and err(fine) < 4
+    assert fine.score == coarse.score and fine.box.iou(Box(ref.box.x1 + 128, ref.box.y1 + 128, ref.box.x2 + 128, ref.box.y2 + 128)) > 0.7
+    assert detector.refine(np.zeros_like(wide), coarse) is coarse  # nothing there: unchanged
+
+
 def test_no_face_in_noise(detector):
     noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     assert detector.detect(noise) == []
@@ -201,7 +213,7 @@ def test_pipeline_faces_embed_and_verdicts(pipeline, photo):
     assert pipeline.faces(cv2.GaussianBlur(photo, (0, 0), 1))[0].rejected is None
     blurred = pipeline.faces(cv2.GaussianBlur(photo, (0, 0), 3))
     assert blurred and blurred[0].rejected.startswith("blurred")
-    assert set(pipeline.stats.stages) >= {"detect", "align", "embed"}
+    assert set(pipeline.stats.stages) >= {"detect", "refine", "align", "embed"}
     with pytest.raises(ValueError, match="150x150x3"):
         pipeline.embed(np.zeros((112, 112, 3), np.uint8))
 

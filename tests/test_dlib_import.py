@@ -177,7 +177,7 @@ def test_blazeface_alignment_cost_is_bounded(reference):
         if faces:
             dists.append(fp.distance(fp.embed(faces[0].chip), ref))
     assert len(dists) >= 3
-    assert float(np.median(dists)) < 0.35  # same-identity pairs stay well inside the 0.6 threshold
+    assert float(np.median(dists)) < 0.25  # measured ~0.14: same-identity pairs stay well inside the 0.6 threshold
 
 
 def test_our_5point_alignment_reproduces_dlib_chips(reference):
