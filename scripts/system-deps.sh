@@ -2,7 +2,9 @@
 # System packages the apps and tests need (Debian, Ubuntu, Raspberry Pi OS).
 # As root: installs what is missing with apt. Otherwise: prints the apt command and goes on.
 set -euo pipefail
-PKGS=(python3-venv libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng opencv-data gcc)
+# trigger-word training: real speech (asterisk, CC-BY-SA) and two more TTS engines (festival voices train, flite tests)
+PKGS=(python3-venv libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng opencv-data gcc
+      asterisk-core-sounds-en-wav festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,376 @@
+"""Speech for trigger-word training: synthesis, real recordings, voice-disjoint splits, caching.
+
+Host side. Every clip is mono float32 at 16 kHz, trimmed to its speech, and tagged with
+its voice and split. Sources (all installable from Debian, see ``scripts/system-deps.sh``):
+
+* ``espeak-ng`` (GPL-3.0): its English accents x voice variants, each a "voice". Whole
+  variants are held out for validation and test, so no test voice was ever trained on.
+* ``festival`` with ``festvox-kallpc16k``, ``festvox-kdlpc16k`` (training) and
+  ``festvox-us-slt-hts`` (validation): a second, more natural-sounding engine for positives.
+* ``flite`` (BSD-style): a held-out engine, used only for testing.
+* ``asterisk-core-sounds-en-wav`` (CC-BY-SA-3.0, recorded by Allison Smith): real human
+  speech, negatives split by prompt; its prompts containing the word are test positives.
+
+Everything is deterministic from the seed; synthesised voices are cached as ``.npz`` in the
+work directory (keyed by a hash of what was asked), so a second run is fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import wave
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from apps.trigger_word.texts import ACTIVATE_CONFUSABLES, COMMON_WORDS, SENTENCES
+from sdk.audio import resample
+from sdk.errors import ConfigError
+
+SR = 16000
+ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+FESTIVAL_VOICES = {"kal": "voice_kal_diphone", "ked": "voice_ked_diphone", "slt": "voice_cmu_us_slt_arctic_hts"}
+FESTIVAL_SPLIT = {"kal": "train", "ked": "train", "slt": "val"}
+FLITE_VOICES = ("kal16", "awb", "rms", "slt")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One thing to say: text, whether it is the trigger word, and prosody."""
+
+    text: str
+    positive: bool
+    speed: float = 1.0  # relative speaking rate
+    pitch: float = 0.5  # 0..1 of the engine's pitch range
+    gain: float = 1.0
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A speaker: ``engine`` + ``name`` (espeak ``en-us+f3``, festival ``slt``...) and its split."""
+
+    engine: str
+    name: str
+    split: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+
+@dataclass
+class Clip:
+    """Speech of one utterance, 16 kHz mono float32, trimmed to the voiced part."""
+
+    audio: np.ndarray
+    text: str
+    positive: bool
+    voice: str
+    split: str
+
+
+@dataclass
+class Corpus:
+    """All clips, with helpers to select by split and label."""
+
+    clips: list[Clip] = field(default_factory=list)
+
+    def select(self, split: str, positive: bool | None = None, engine: str | None = None) -> list[Clip]:
+        return [
+            c for c in self.clips
+            if c.split == split and (positive is None or c.positive == positive) and (engine is None or c.voice.startswith(engine + ":"))
+        ]
+
+    def voices(self, split: str) -> set[str]:
+        return {c.voice for c in self.clips if c.split == split}
+
+
+def _progress(msg: str) -> None:
+    print(f"[trigger-word] {msg}", file=sys.stderr, flush=True)
+
+
+def check_word(word: str) -> str:
+    """Normalise and validate a trigger word (letters, spaces, apostrophes, hyphens)."""
+    w = " ".join(word.strip().lower().split())
+    if not w or not re.fullmatch(r"[a-z][a-z' -]*", w):
+        raise ConfigError(f"--word: expected English letters (e.g. 'activate'), got {word!r}")
+    return w
+
+
+def contains_word(text: str, word: str) -> bool:
+    """Whether ``text`` contains ``word`` (also inside longer words: 'reactivated')."""
+    squash = re.sub(r"[^a-z]", "", word.lower())
+    return squash in re.sub(r"[^a-z]", "", text.lower())
+
+
+def phonemes(words: Sequence[str], voice: str = "en-us") -> list[str]:
+    """espeak-ng's phoneme strings for single words (stress marks dropped)."""
+    out = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice, " ".join(words)], capture_output=True, text=True, check=True).stdout
+    got = out.split()
+    if len(got) != len(words):  # numbers or abbreviations expanded: fall back to one call each
+        got = [subprocess.run(["espeak-ng", "-q", "-x", "-v", voice, w], capture_output=True, text=True, check=True).stdout.strip() for w in words]
+    return [re.sub(r"[',%=_:]", "", g) for g in got]
+
+
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def confusables(word: str, n: int = 40) -> list[str]:
+    """Near misses for ``word``: the hand list for 'activate', else the nearest common words by phonemes.
+
+    For any word, the ``n`` words of :data:`COMMON_WORDS` whose espeak-ng phonemes are closest
+    (edit distance, normalised by length) are taken; words containing the trigger are excluded.
+    """
+    pool = [w for w in COMMON_WORDS if not contains_word(w, word)]
+    target = "".join(phonemes(word.split()))
+    cand = phonemes(pool)
+    dist = [_edit_distance(target, c) / max(len(target), len(c)) for c in cand]
+    near = [pool[i] for i in np.argsort(dist, kind="stable")[:n]]
+    hand = [w for w in ACTIVATE_CONFUSABLES if not contains_word(w, word)] if word == "activate" else []
+    return list(dict.fromkeys(hand + near))
+
+
+def negative_texts(word: str) -> tuple[list[str], list[str]]:
+    """(confusable words, sentences) that never contain ``word``."""
+    sents = [s for s in SENTENCES if not contains_word(s, word)]
+    return confusables(word), sents
+
+
+# ---------------------------------------------------------------- engines
+
+
+def _read_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    """PCM16 mono WAV bytes -> float32 samples, rate. Tolerates espeak's streaming header sizes."""
+    pos = data.find(b"fmt ")
+    rate = int.from_bytes(data[pos + 12 : pos + 16], "little")
+    d = data.find(b"data", pos)
+    pcm = data[d + 8 :]
+    pcm = pcm[: len(pcm) // 2 * 2]
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, rate
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """A PCM16 WAV file as mono float32 and its rate."""
+    with wave.open(str(path), "rb") as w:
+        rate, ch = w.getframerate(), w.getnchannels()
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    return (x.reshape(-1, ch).mean(axis=1) if ch > 1 else x), rate
+
+
+def trim(x: np.ndarray, rel_db: float = -35.0, pad_s: float = 0.02) -> np.ndarray:
+    """Cut leading and trailing silence (10 ms frames below ``rel_db`` of the loudest)."""
+    n = x.shape[0] // 160
+    if n == 0:
+        return x
+    e = (x[: n * 160].reshape(n, 160) ** 2).mean(axis=1)
+    on = np.flatnonzero(e > e.max() * 10 ** (rel_db / 10))
+    pad = int(pad_s * SR)
+    return x[max(0, on[0] * 160 - pad) : min(x.shape[0], (on[-1] + 1) * 160 + pad)]
+
+
+def synth_espeak(voice: str, utts: Sequence[Utterance]) -> list[np.ndarray]:
+    """Synthesise ``utts`` with espeak-ng voice ``voice`` (e.g. ``en-us+f3``)."""
+    out = []
+    for u in utts:
+        cmd = ["espeak-ng", "-v", voice, "-s", str(int(165 * u.speed)), "-p", str(int(20 + 60 * u.pitch)), "-a", str(int(100 * u.gain)), "--stdout", u.text]
+        x, rate = _read_wav_bytes(subprocess.run(cmd, capture_output=True, check=True).stdout)
+        out.append(resample(x, rate, SR))
+    return out
+
+
+def synth_flite(voice: str, utts: Sequence[Utterance]) -> list[np.ndarray]:
+    """Synthesise ``utts`` with flite's built-in voice ``voice``."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "u.wav"
+        for u in utts:
+            cmd = ["flite", "-voice", voice, "-t", u.text, "-o", str(f), "--setf", f"duration_stretch={1 / u.speed:.3f}",
+                   "--setf", f"int_f0_target_mean={90 + 90 * u.pitch:.0f}"]
+            subprocess.run(cmd, capture_output=True, check=True)
+            x, rate = read_wav(f)
+            out.append(resample(x * u.gain, rate, SR))
+    return out
+
+
+def synth_festival(voice: str, utts: Sequence[Utterance]) -> list[np.ndarray]:
+    """Synthesise ``utts`` with festival voice ``voice`` (one festival process per call)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = [f"({FESTIVAL_VOICES[voice]})"]
+        for i, u in enumerate(utts):
+            text = u.text.replace('"', "")
+            lines.append(f"(Parameter.set 'Duration_Stretch {1 / u.speed:.3f})")
+            lines.append(f'(set! u (Utterance Text "{text}")) (utt.synth u) (utt.save.wave u "{tmp}/{i}.wav" \'riff)')
+        script = Path(tmp) / "s.scm"
+        script.write_text("\n".join(lines) + "\n")
+        subprocess.run(["festival", "-b", str(script)], capture_output=True, check=True)
+        out = []
+        for i, u in enumerate(utts):
+            x, rate = read_wav(Path(tmp) / f"{i}.wav")
+            out.append(resample(x * u.gain, rate, SR))
+    return out
+
+
+ENGINES: dict[str, Callable[[str, Sequence[Utterance]], list[np.ndarray]]] = {
+    "espeak-ng": synth_espeak, "flite": synth_flite, "festival": synth_festival,
+}
+ENGINE_BINARIES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival"}
+
+
+# ---------------------------------------------------------------- plan
+
+
+def espeak_voices(seed: int, max_variants: int | None = None) -> list[Voice]:
+    """espeak-ng English accents x variants; variants are split 80/10/10 (whole variants held out)."""
+    acc = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    # mbrola voices (mb/...) need the non-free mbrola program; only the built-in gmw voices are used
+    accents = sorted({ln.split()[1] for ln in acc if len(ln.split()) > 4 and ln.split()[4].startswith("gmw/")})
+    var = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    variants = sorted({ln.split()[4].split("/")[-1] for ln in var if len(ln.split()) > 4})
+    rng = np.random.default_rng([seed, 1])
+    variants = [variants[i] for i in rng.permutation(len(variants))]
+    if max_variants:
+        variants = variants[:max_variants]
+    n = len(variants)
+    n_val = n_test = max(1, n // 10)
+    split_of = {v: ("val" if i < n_val else "test" if i < n_val + n_test else "train") for i, v in enumerate(variants)}
+    return [Voice("espeak-ng", f"{a}+{v}", split_of[v]) for v in variants for a in accents]
+
+
+def plan_voice(voice: Voice, word: str, conf: Sequence[str], sents: Sequence[str], n_pos: int, n_neg: int, seed: int) -> list[Utterance]:
+    """What ``voice`` says: ``n_pos`` positives and ``n_neg`` negatives with random prosody.
+
+    Seeded by (seed, voice), so adding or removing other voices never changes this voice's clips.
+    """
+    h = int.from_bytes(hashlib.sha256(voice.key.encode()).digest()[:4], "little")
+    rng = np.random.default_rng([seed, h])
+
+    def prosody() -> dict[str, float]:
+        return {"speed": float(rng.uniform(0.8, 1.25)), "pitch": float(rng.uniform(0, 1)), "gain": float(rng.uniform(0.6, 1.0))}
+
+    utts = [Utterance(word, True, **prosody()) for _ in range(n_pos)]
+    for i in range(n_neg):
+        kind = i % 4
+        if kind in (0, 1):
+            text = str(rng.choice(conf))
+        elif kind == 2:
+            text = str(rng.choice(sents))
+        else:  # a short phrase of common words, sometimes around a confusable
+            words = list(rng.choice([w for w in COMMON_WORDS if not contains_word(w, word)], size=int(rng.integers(2, 6))))
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(conf)))
+            text = " ".join(words)
+        utts.append(Utterance(text, False, **prosody()))
+    return utts
+
+
+def cached_clips(path: Path, make: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
+    """``make()``'s clips, stored once in ``path`` (``.npz``: concatenated audio + offsets)."""
+    if path.exists():
+        with np.load(path) as z:
+            audio, offsets = z["audio"], z["offsets"]
+        return [audio[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    clips = make()
+    offsets = np.cumsum([0] + [c.shape[0] for c in clips])
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, audio=np.concatenate(clips).astype(np.float32) if clips else np.zeros(0, np.float32), offsets=offsets)
+    tmp.replace(path)  # never a half-written cache entry
+    return clips
+
+
+def _synth_cached(voice: Voice, utts: list[Utterance], cache: Path) -> list[np.ndarray]:
+    key = hashlib.sha256(repr((voice.engine, voice.name, utts)).encode()).hexdigest()[:16]
+    path = cache / f"{voice.engine}_{re.sub(r'[^A-Za-z0-9+_-]', '_', voice.name)}_{key}.npz"
+    return cached_clips(path, lambda: [trim(x) for x in ENGINES[voice.engine](voice.name, utts)])
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """How much speech to synthesise. Defaults give ~9,000 clips (a few minutes on 2 cores)."""
+
+    word: str = "activate"
+    seed: int = 0
+    espeak_pos: int = 4  # per espeak voice (accent x variant)
+    espeak_neg: int = 6
+    festival_pos: int = 60  # per festival voice
+    festival_neg: int = 60
+    flite_pos: int = 25  # per flite voice (held-out engine, test only)
+    flite_neg: int = 40
+    max_variants: int | None = None
+    workers: int = 2
+
+
+def plan(cfg: CorpusConfig) -> list[tuple[Voice, list[Utterance]]]:
+    """Every voice with its utterances (deterministic from ``cfg``)."""
+    missing = [b for b in ENGINE_BINARIES.values() if shutil.which(b) is None]
+    if "espeak-ng" in missing:
+        raise ConfigError("trigger-word training needs espeak-ng; install it: sudo apt-get install espeak-ng (or run scripts/system-deps.sh)")
+    conf, sents = negative_texts(cfg.word)
+    jobs = [(v, plan_voice(v, cfg.word, conf, sents, cfg.espeak_pos, cfg.espeak_neg, cfg.seed)) for v in espeak_voices(cfg.seed, cfg.max_variants)]
+    if "festival" not in missing:
+        jobs += [(v, plan_voice(v, cfg.word, conf, sents, cfg.festival_pos, cfg.festival_neg, cfg.seed))
+                 for v in (Voice("festival", n, s) for n, s in FESTIVAL_SPLIT.items())]
+    if "flite" not in missing:
+        jobs += [(v, plan_voice(v, cfg.word, conf, sents, cfg.flite_pos, cfg.flite_neg, cfg.seed)) for v in (Voice("flite", n, "test") for n in FLITE_VOICES)]
+    for name in sorted(set(ENGINE_BINARIES) & set(missing)):
+        _progress(f"{name} not installed: skipping its voices (scripts/system-deps.sh installs it)")
+    return jobs
+
+
+def synthesize(cfg: CorpusConfig, cache_dir: str | Path) -> Corpus:
+    """Synthesise (or load from cache) all planned clips, plus the real Asterisk recordings."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = plan(cfg)
+    corpus = Corpus()
+    done = 0
+    with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
+        for (voice, utts), clips in zip(jobs, pool.map(lambda j: _synth_cached(j[0], j[1], cache), jobs)):
+            corpus.clips += [Clip(x, u.text, u.positive, voice.key, voice.split) for u, x in zip(utts, clips) if x.shape[0] > 0]
+            done += 1
+            if done % 50 == 0 or done == len(jobs):
+                _progress(f"speech: {done}/{len(jobs)} voices, {len(corpus.clips)} clips")
+    corpus.clips += asterisk_clips(cfg.word, cfg.seed, cache)
+    return corpus
+
+
+def asterisk_clips(word: str, seed: int, cache: Path, root: Path = ASTERISK_DIR) -> list[Clip]:
+    """Real recorded prompts (one speaker): negatives split by prompt 70/15/15; prompts with the word are test positives."""
+    files = sorted(root.rglob("*.wav")) if root.is_dir() else []
+    if not files:
+        _progress(f"no real speech at {root}: install asterisk-core-sounds-en-wav for real-speech negatives")
+        return []
+
+    def load() -> list[np.ndarray]:
+        out = []
+        for f in files:
+            x, rate = read_wav(f)
+            out.append(trim(resample(x, rate, SR)))
+        return out
+
+    key = hashlib.sha256(repr([str(f) for f in files]).encode()).hexdigest()[:16]
+    audio = cached_clips(cache / f"asterisk_{key}.npz", load)
+    rank = np.empty(len(files), dtype=int)
+    rank[np.random.default_rng([seed, 2]).permutation(len(files))] = np.arange(len(files))
+    out = []
+    for f, x, r in zip(files, audio, rank):
+        if x.shape[0] < SR // 5:
+            continue
+        positive = contains_word(f.stem, word)
+        split = "test" if positive else ("val" if r % 20 < 3 else "test" if r % 20 < 6 else "train")
+        out.append(Clip(x, f.stem, positive, "asterisk:allison", split))
+    return out

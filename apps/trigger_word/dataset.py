@@ -1,0 +1,158 @@
+"""From a speech corpus to training windows and evaluation sets (NumPy only).
+
+* Training/validation **streams**: short positive streams (one augmented positive in a
+  2 s background, placed so the windows around its end are all seen) and longer negative
+  streams (confusables, sentences, cut-off positives and real speech over backgrounds, words
+  inserted without overlap as in the course). Log-mels of every stream are computed once
+  with :class:`sdk.audio.LogMel`; windows are index ranges into them, labelled with
+  :func:`apps.trigger_word.augment.window_labels`.
+* **Evaluation sets** for :func:`apps.trigger_word.eval.evaluate`: positive clips (one word
+  in a background) and continuous negative audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from apps.trigger_word import augment as A
+from apps.trigger_word.data import SR, Clip
+from sdk.audio import LogMel
+
+
+@dataclass
+class Windows:
+    """Concatenated stream features and the windows cut from them.
+
+    Attributes:
+        feats: ``[total_frames, n_features]`` float32.
+        starts: First frame of each window.
+        labels: 1 / 0 / -1 (ambiguous) per window (dscnn).
+        seq_labels: ``[windows, steps]`` per-step labels (course architecture) or ``None``.
+    """
+
+    feats: np.ndarray
+    starts: np.ndarray
+    labels: np.ndarray
+    seq_labels: np.ndarray | None = None
+
+    def batch(self, idx: np.ndarray, frames: int) -> np.ndarray:
+        """Windows ``idx`` as ``[len(idx), frames, n_features]``."""
+        return self.feats[self.starts[idx, None] + np.arange(frames)[None]]
+
+
+def partial(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """The first 35-75% of a positive: the word cut off, a hard negative against early firing."""
+    return x[: int(x.shape[0] * rng.uniform(0.35, 0.75))]
+
+
+def positive_stream(rng: np.random.Generator, word: np.ndarray, window_s: float, babble: Sequence[np.ndarray], user: Sequence[np.ndarray]) -> tuple[np.ndarray, list[A.Event]]:
+    """One augmented positive in a background of ``window_s + 0.8`` s, ending 0.3-0.8 s before the end."""
+    n = int((window_s + 0.8) * SR)
+    w = A.augment(rng, word)[: int(window_s * SR) - SR // 10]
+    end = n - int(rng.uniform(0.3, 0.8) * SR)
+    start = max(0, end - w.shape[0])
+    bg = A.background(rng, n, babble, user)
+    level = 10 ** (rng.uniform(-30, -12) / 20)
+    out = bg * (level / 10 ** (rng.uniform(0, 30) / 20) / A._rms(bg))
+    out[start : start + w.shape[0]] += w * (level / A._rms(w))
+    out *= min(10 ** (rng.uniform(-6, 6) / 20), 0.99 / (float(np.abs(out).max()) + 1e-9))
+    return out.astype(np.float32), [A.Event(start / SR, (start + w.shape[0]) / SR, True)]
+
+
+def negative_stream(
+    rng: np.random.Generator, seconds: float, negs: Sequence[np.ndarray], real: Sequence[np.ndarray], pos: Sequence[np.ndarray],
+    babble: Sequence[np.ndarray], user: Sequence[np.ndarray],
+) -> tuple[np.ndarray, list[A.Event]]:
+    """``seconds`` of background with 1-5 negative words (synthetic, real, cut-off positives)."""
+    words = []
+    for _ in range(int(rng.integers(1, 6))):
+        r = rng.random()
+        if r < 0.3 and real:
+            x = real[int(rng.integers(len(real)))]
+            words.append((A.random_eq(rng, x) if rng.random() < 0.3 else x, False))
+        elif r < 0.4 and pos:
+            words.append((partial(rng, A.augment(rng, pos[int(rng.integers(len(pos)))])), False))
+        else:
+            words.append((A.augment(rng, negs[int(rng.integers(len(negs)))]), False))
+    return A.mix(rng, A.background(rng, int(seconds * SR), babble, user), words)
+
+
+def split_pools(clips: Sequence[Clip]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """(positives, synthetic negatives, real negatives) audio of ``clips``."""
+    pos = [c.audio for c in clips if c.positive]
+    negs = [c.audio for c in clips if not c.positive and not c.voice.startswith("asterisk:")]
+    real = [c.audio for c in clips if not c.positive and c.voice.startswith("asterisk:")]
+    return pos, negs, real
+
+
+def make_windows(
+    clips: Sequence[Clip], seed: int, window_s: float, neg_minutes: float, lm: LogMel, copies: int = 1,
+    user: Sequence[np.ndarray] = (), course_steps: int | None = None, progress=None,
+) -> Windows:
+    """Streams from ``clips`` (one split), their features and labelled windows.
+
+    Windows are cut every 100 ms (the device's hop); each positive stream ends at a random
+    offset after its word, so the word end falls at every position relative to the hop grid.
+    """
+    rng = np.random.default_rng(seed)
+    pos, negs, real = split_pools(clips)
+    babble = negs + real
+    streams: list[tuple[np.ndarray, list[A.Event], int]] = []
+    for _ in range(copies):
+        for i in rng.permutation(len(pos)):
+            streams.append((*positive_stream(rng, pos[i], window_s, babble, user), 10))
+        if progress:
+            progress(f"positive streams: {len(streams)}")
+    for _ in range(int(neg_minutes * 60 / 8)):
+        streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user), 10))
+    if progress:
+        progress(f"streams: {len(streams)} ({sum(s[0].shape[0] for s in streams) / SR / 60:.1f} min); computing log-mels")
+    return windows_from_streams(streams, window_s, lm, course_steps)
+
+
+def windows_from_streams(streams: Sequence[tuple[np.ndarray, list[A.Event], int]], window_s: float, lm: LogMel, course_steps: int | None = None) -> Windows:
+    """Features of each ``(audio, events, step_frames)`` stream and its labelled windows."""
+    p = lm.params
+    frames = lm.frames_for(int(round(window_s * SR)))
+    feats, starts, labels, seq = [], [], [], []
+    offset = 0
+    for audio, events, step in streams:
+        f = lm(audio)
+        a = np.arange(0, f.shape[0] - frames + 1, step)
+        ends = (a * p.hop_length + window_s * SR) / SR
+        feats.append(f)
+        starts.append(a + offset)
+        labels.append(A.window_labels(events, ends, window_s))
+        if course_steps:
+            # step j of the course model covers the window up to (j + 1) / steps of its length
+            t = ends[:, None] - window_s + window_s * (np.arange(course_steps)[None] + 1) / course_steps
+            seq.append(np.stack([A.frame_labels(events, row) for row in t]))
+        offset += f.shape[0]
+    return Windows(np.concatenate(feats), np.concatenate(starts), np.concatenate(labels), np.concatenate(seq) if seq else None)
+
+
+def eval_set(clips: Sequence[Clip], seed: int, neg_minutes: float, user: Sequence[np.ndarray] = (), max_pos: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(positive clips, negative streams) for :func:`apps.trigger_word.eval.evaluate`.
+
+    Positives: each word alone (not augmented) in 0.5 s + word + 0.5 s of a random background
+    at 5-30 dB SNR. Negatives: 8 s streams of 1-5 negative words (no cut-off positives).
+    """
+    rng = np.random.default_rng(seed)
+    pos, negs, real = split_pools(clips)
+    if max_pos and len(pos) > max_pos:
+        pos = [pos[i] for i in sorted(rng.choice(len(pos), max_pos, replace=False))]
+    babble = negs + real
+    pos_out = []
+    for w in pos:
+        bg = A.background(rng, w.shape[0] + SR, babble, user)
+        x, _ = A.mix(rng, bg, [(w, True)], snr_db=(5.0, 30.0))
+        pos_out.append(x)
+    neg_out = []
+    pool = [(x, False) for x in negs + real]
+    for _ in range(int(neg_minutes * 60 / 8)):
+        words = [pool[int(rng.integers(len(pool)))] for _ in range(int(rng.integers(1, 6)))]
+        neg_out.append(A.mix(rng, A.background(rng, 8 * SR, babble, user), words)[0])
+    return pos_out, neg_out

@@ -1,0 +1,126 @@
+"""Keras models for trigger words (host side; imports TensorFlow/Keras lazily).
+
+Both take log-mel frames ``[batch, frames, n_mels]`` as made by :class:`sdk.audio.LogMel`
+and convert to full int8 with :func:`converters.convert.convert`:
+
+* :func:`build_dscnn` (default): a small depthwise-separable 1-D CNN over one window
+  (~1.2 s), one sigmoid score per window; the device runs it every hop (~100 ms).
+* :func:`build_course`: the course's model, Conv1D -> BN -> ReLU -> Dropout -> GRU -> GRU ->
+  TimeDistributed Dense sigmoid, one score per output step (the detector reads the newest
+  steps). The converter unrolls its GRUs for int8 (see FINDINGS.md: larger file).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ARCHS = ("dscnn", "course")
+
+
+def _keras() -> Any:
+    from sdk.lazy import require
+
+    return require("keras", "building trigger-word models (pip install 'edgesdk[host]')")
+
+
+def level_norm_layer() -> Any:
+    """The :class:`LevelNorm` layer class (defined on first use so Keras stays a lazy import)."""
+    if "LevelNorm" in globals():
+        return globals()["LevelNorm"]
+    keras = _keras()
+
+    @keras.saving.register_keras_serializable(package="edgesdk")
+    class LevelNorm(keras.layers.Layer):
+        """Subtracts each window's mean log-energy: microphone gain becomes irrelevant (like CMN)."""
+
+        def call(self, x: Any) -> Any:
+            return x - keras.ops.mean(x, axis=(1, 2), keepdims=True)
+
+    LevelNorm.__module__ = __name__
+    LevelNorm.__qualname__ = "LevelNorm"
+    globals()["LevelNorm"] = LevelNorm
+    return LevelNorm
+
+
+def __getattr__(name: str) -> Any:
+    # lets the converter's child process import "apps.trigger_word.model:LevelNorm"
+    if name == "LevelNorm":
+        return level_norm_layer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_dscnn(frames: int, n_features: int, filters: int = 64, blocks: int = 4, kernel: int = 9, dropout: float = 0.2) -> Any:
+    """Depthwise-separable 1-D CNN over time (mel bands as channels), single sigmoid output.
+
+    Args:
+        frames: Frames per window.
+        n_features: Mel bands (or MFCCs) per frame.
+        filters: Channels of every layer.
+        blocks: Depthwise-separable blocks; every other one halves the time axis.
+        kernel: Depthwise kernel length (frames).
+        dropout: Dropout after every block.
+
+    Returns:
+        An uncompiled ``keras.Model`` ``[B, frames, n_features] -> [B, 1]``.
+    """
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((frames, n_features), name="logmel")
+    x = level_norm_layer()(name="level_norm")(inp)
+    x = L.Conv1D(filters, 5, strides=2, padding="same", use_bias=False, name="stem")(x)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    for i in range(blocks):
+        x = L.DepthwiseConv1D(kernel, strides=2 if i % 2 == 0 else 1, padding="same", use_bias=False, name=f"dw{i}")(x)
+        x = L.ReLU()(L.BatchNormalization()(x))
+        x = L.Conv1D(filters, 1, use_bias=False, name=f"pw{i}")(x)
+        x = L.ReLU()(L.BatchNormalization()(x))
+        x = L.Dropout(dropout)(x)
+    # flatten keeps *where* in the window the word ended, so the score rises right after the end
+    x = L.Flatten()(x)
+    out = L.Dense(1, activation="sigmoid", name="score")(x)
+    return keras.Model(inp, out, name="trigger_dscnn")
+
+
+def build_course(frames: int, n_features: int, conv_filters: int = 196, kernel: int = 15, stride: int = 4, units: int = 128, dropout: float = 0.5) -> Any:
+    """The course's trigger-word model (Conv1D, two GRUs, per-step sigmoid).
+
+    Args:
+        frames: Input frames (the course used 10 s; a ~1-2 s window keeps the unrolled int8 model small).
+        n_features: Mel bands per frame.
+        conv_filters: Conv1D filters (course: 196).
+        kernel: Conv1D kernel (course: 15).
+        stride: Conv1D stride (course: 4).
+        units: GRU units (course: 128).
+        dropout: Dropout rate (the course used 0.8).
+
+    Returns:
+        An uncompiled ``keras.Model`` ``[B, frames, n_features] -> [B, steps, 1]``.
+    """
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((frames, n_features), name="logmel")
+    x = level_norm_layer()(name="level_norm")(inp)
+    x = L.Conv1D(conv_filters, kernel, strides=stride, name="conv")(x)
+    x = L.Dropout(dropout)(L.ReLU()(L.BatchNormalization()(x)))
+    x = L.GRU(units, return_sequences=True, name="gru1")(x)
+    x = L.BatchNormalization()(L.Dropout(dropout)(x))
+    x = L.GRU(units, return_sequences=True, name="gru2")(x)
+    x = L.Dropout(dropout)(L.BatchNormalization()(L.Dropout(dropout)(x)))
+    out = L.TimeDistributed(L.Dense(1, activation="sigmoid"), name="score")(x)
+    return keras.Model(inp, out, name="trigger_course")
+
+
+def course_steps(frames: int, kernel: int = 15, stride: int = 4) -> int:
+    """Output steps of :func:`build_course` for ``frames`` input frames (valid padding)."""
+    return (frames - kernel) // stride + 1
+
+
+def build(arch: str, frames: int, n_features: int, **kwargs: Any) -> Any:
+    """Build ``arch`` (one of :data:`ARCHS`)."""
+    from sdk.errors import ConfigError
+
+    if arch == "dscnn":
+        return build_dscnn(frames, n_features, **kwargs)
+    if arch == "course":
+        return build_course(frames, n_features, **kwargs)
+    raise ConfigError(f"--arch: expected one of {', '.join(ARCHS)}, got {arch!r}")

@@ -1,0 +1,257 @@
+"""``edgesdk train trigger-word``: the recipe that rebuilds the shipped default model.
+
+synthesise speech (:mod:`apps.trigger_word.data`) -> mix streams and cut windows
+(:mod:`apps.trigger_word.dataset`) -> log-mels with :class:`sdk.audio.LogMel` -> train
+(Adam, early stopping, dropout/batch-norm, balanced class weights) -> convert to fp32 and
+full int8 with :func:`converters.convert.convert_modes` (calibrated on training windows) ->
+pick the threshold on validation (lowest false-reject rate at <= 0.5 false accepts/hour,
+int8 model) -> evaluate float and int8 on the test sets -> write ``<word>_int8.tflite`` with
+its card and ``<word>_report.json`` to ``--out``.
+
+Host side: TensorFlow is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+LICENSE = ("model weights: Apache-2.0 (edgesdk); trained on speech from espeak-ng (GPL-3.0), festival + festvox kal/ked/slt "
+           "voices (free licences), flite (BSD-style, test only) and asterisk-core-sounds-en (CC-BY-SA-3.0, Allison Smith)")
+FA_TARGET = 0.5  # false accepts per hour (openWakeWord's published target)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``edgesdk train trigger-word`` (defaults rebuild the shipped model)."""
+
+    word: str = "activate"
+    arch: str = "dscnn"
+    out: str = str(HERE / "models")
+    work: str = "~/.cache/edgesdk/trigger_word"
+    seed: int = 0
+    minutes: float = 60.0  # minutes of negative training streams
+    copies: int = 2  # augmented copies of every training positive
+    window_s: float = 1.2
+    hop_s: float = 0.1
+    epochs: int = 30
+    batch: int = 64
+    max_train_minutes: float = 14.0
+    threads: int = 2
+    backgrounds: str | None = None
+    val_minutes: float = 30.0
+    test_minutes: float = 30.0
+
+
+def _log(msg: str) -> None:
+    print(f"[trigger-word] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def _batches(keras: Any, w: Any, frames: int, batch: int, seed: int, neg_ratio: float, seq: bool) -> Any:
+    """A Keras PyDataset over ``w``: all positive windows + ``neg_ratio`` x as many negatives, reshuffled per epoch."""
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.pos = np.flatnonzero(w.labels == 1)
+            self.neg = np.flatnonzero(w.labels == 0)
+            self.n_neg = min(self.neg.shape[0], int(neg_ratio * self.pos.shape[0]))
+            self.on_epoch_end()
+
+        def on_epoch_end(self) -> None:
+            idx = np.concatenate([self.pos, self.rng.choice(self.neg, self.n_neg, replace=False)])
+            self.idx = idx[self.rng.permutation(idx.shape[0])]
+
+        def __len__(self) -> int:
+            return int(np.ceil(self.idx.shape[0] / batch))
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            ix = self.idx[i * batch : (i + 1) * batch]
+            x = w.batch(ix, frames)
+            if seq:
+                y = w.seq_labels[ix][..., None]
+                return x, y, np.ones(ix.shape[0], np.float32)
+            y = w.labels[ix][:, None]
+            # balanced class weights: each class carries half of the loss
+            cw = np.where(y[:, 0] == 1, self.idx.shape[0] / (2 * self.pos.shape[0]), self.idx.shape[0] / (2 * self.n_neg))
+            return x, y, cw.astype(np.float32)
+
+    return Batches()
+
+
+def fit(cfg: TrainConfig, train_w: Any, val_w: Any, frames: int, n_features: int) -> Any:
+    """Train ``cfg.arch`` on the windows; returns the Keras model with the best validation weights."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+
+    from apps.trigger_word.model import build
+
+    keras.utils.set_random_seed(cfg.seed)
+    model = build(cfg.arch, frames, n_features)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])
+    seq = cfg.arch == "course"
+    train = _batches(keras, train_w, frames, cfg.batch, cfg.seed, 3.0, seq)
+    val = _batches(keras, val_w, frames, 256, cfg.seed + 1, 4.0, seq)
+    _log(f"training {cfg.arch} ({model.count_params()} parameters): {train.pos.shape[0]} positive + {train.n_neg} negative windows per epoch")
+    t0 = time.time()
+
+    class Budget(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            _log(f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} auc {logs.get('auc', 0):.4f} "
+                 f"val_loss {logs.get('val_loss', 0):.4f} val_auc {logs.get('val_auc', 0):.4f} ({time.time() - t0:.0f} s)")
+            if time.time() - t0 > cfg.max_train_minutes * 60:
+                _log(f"time budget of {cfg.max_train_minutes} min reached: stopping")
+                self.model.stop_training = True
+
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True)
+    model.fit(train, validation_data=val, epochs=cfg.epochs, callbacks=[stop, Budget()], verbose=0)
+    return model
+
+
+def pick_threshold(det: list[list[float]], fa_target: float = FA_TARGET) -> float:
+    """Threshold with the lowest FRR at <= ``fa_target`` FA/h (ties: the lowest such threshold + margin)."""
+    ok = [(frr, thr) for thr, frr, fa in det if fa is not None and frr is not None and fa <= fa_target]
+    if not ok:
+        return max(t for t, _, _ in det)
+    best = min(f for f, _ in ok)
+    lo = min(t for f, t in ok if f == best)
+    hi = max(t for f, t in ok if f == best)
+    return round((lo + hi) / 2, 3)  # middle of the best plateau: furthest from both error kinds
+
+
+def _eval(model_path: Path, sets: dict[str, tuple[list, list]], threshold: float | None) -> dict[str, Any]:
+    from apps.trigger_word.eval import evaluate
+
+    out = {}
+    for name, (pos, neg) in sets.items():
+        if not pos or not neg:
+            continue
+        r = evaluate(model_path, pos, neg, threshold=threshold, progress=False)
+        out[name] = {k: r[k] for k in ("threshold", "positives", "negatives_hours", "frr", "fa_per_hour", "false_accepts", "delay_ms_median", "delay_ms_p90", "speed_x_realtime")}
+        out[name]["det"] = r["det"]
+        _log(f"  {model_path.name} on {name}: FRR {r['frr']}, FA/h {r['fa_per_hour']}, delay {r['delay_ms_median']} ms")
+    return out
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run the whole recipe; returns the report written next to the model."""
+    from apps.trigger_word import data as D
+    from apps.trigger_word import dataset as S
+    from apps.trigger_word.app import card_fields
+    from apps.trigger_word.augment import load_backgrounds
+    from apps.trigger_word.model import course_steps
+    from converters.convert import convert_modes
+    from sdk.audio import FeatureParams, LogMel
+    from sdk.card import ModelCard, atomic_write, read_card, write_card
+
+    t_start = time.time()
+    word = D.check_word(cfg.word)
+    out_dir, work = Path(cfg.out).expanduser(), Path(cfg.work).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed), work / "cache")
+    user = load_backgrounds(cfg.backgrounds)
+    params = FeatureParams()
+    lm = LogMel(params)
+    frames = lm.frames_for(int(round(cfg.window_s * params.sample_rate)))
+    steps = course_steps(frames) if cfg.arch == "course" else None
+    _log("mixing training streams")
+    train_w = S.make_windows(corpus.select("train"), cfg.seed, cfg.window_s, cfg.minutes, lm, cfg.copies, user, steps, _log)
+    val_w = S.make_windows(corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, _log)
+    model = fit(cfg, train_w, val_w, frames, params.n_features)
+    t_fit = time.time()
+
+    stem = f"{word.replace(' ', '_')}"
+    keras_path = work / f"{stem}.keras"
+    model.save(keras_path)
+    rng = np.random.default_rng(cfg.seed)
+    calib_idx = np.concatenate([rng.choice(np.flatnonzero(train_w.labels == 1), 100), rng.choice(np.flatnonzero(train_w.labels == 0), 200)])
+    card = ModelCard(**card_fields(word, params, cfg.window_s, cfg.hop_s, 0.5, smoothing=1, refractory_s=1.0), license=LICENSE)
+    _log("converting to fp32 and int8")
+    res = convert_modes(keras_path, ["fp32", "int8"], output=work, calibration=train_w.batch(calib_idx, frames), card=card, progress=False)
+    for m, r in res.items():
+        if isinstance(r, str):
+            from sdk.errors import ConversionError
+
+            raise ConversionError(f"converting the trained model to {m} failed: {r}")
+    paths = {m: res[m].path for m in res}
+
+    _log("choosing the threshold on validation (int8)")
+    val_sets = {"val": S.eval_set(corpus.select("val"), cfg.seed + 2, cfg.val_minutes)}
+    val = _eval(paths["int8"], val_sets, None)
+    threshold = pick_threshold(val["val"]["det"])
+    _log(f"threshold {threshold}")
+    test_sets = {
+        "espeak_test_voices": S.eval_set(corpus.select("test", engine="espeak-ng"), cfg.seed + 3, cfg.test_minutes),
+        "flite_heldout_engine": S.eval_set(corpus.select("test", engine="flite"), cfg.seed + 4, cfg.test_minutes / 2),
+        "real_speech_asterisk": S.eval_set(corpus.select("test", engine="asterisk"), cfg.seed + 5, cfg.test_minutes / 3),
+    }
+    metrics = {m: _eval(paths[m], test_sets, threshold) for m in ("fp32", "int8")}
+    val_thr = {k: v for k, v in _eval(paths["int8"], val_sets, threshold)["val"].items() if k != "det"}
+    for m in metrics.values():
+        for r in m.values():
+            r.pop("det")
+
+    final = out_dir / f"{stem}_int8.tflite"
+    c = read_card(paths["int8"])
+    summary = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median", "positives", "negatives_hours")} for name, r in metrics["int8"].items()}
+    summary_f = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")} for name, r in metrics["fp32"].items()}
+    c = c.replace(output={**c.output, "threshold": threshold},
+                  metrics={**c.metrics, "validation_int8": val_thr, "test_int8": summary, "test_float": summary_f},
+                  source={**c.source, "recipe": f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"},
+                  notes=f"trained on synthetic speech (espeak-ng, festival) + real negatives; threshold for <= {FA_TARGET} FA/h on validation")
+    write_card(paths["int8"], c, final)
+    report = {"config": asdict(cfg), "model": str(final), "size_bytes": final.stat().st_size, "threshold": threshold,
+              "validation_int8": val_thr, "test": metrics, "train_seconds": round(t_fit - t_start, 1),
+              "total_seconds": round(time.time() - t_start, 1),
+              "voices": {s: len(corpus.voices(s)) for s in D.SPLITS}, "clips": len(corpus.clips)}
+    atomic_write(out_dir / f"{stem}_report.json", json.dumps(report, indent=1).encode())
+    _log(f"wrote {final} ({report['size_bytes']} bytes) in {report['total_seconds']:.0f} s")
+    return report
+
+
+def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``edgesdk train trigger-word``."""
+    d = TrainConfig()
+    p = sub.add_parser("trigger-word", parents=[common], help="train a trigger-word model from synthetic speech",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--word", default=d.word, help="the trigger word (anything espeak-ng can say)")
+    p.add_argument("--arch", choices=("dscnn", "course"), default=d.arch, help="model architecture")
+    p.add_argument("--out", default=d.out, help="output folder for <word>_int8.tflite and <word>_report.json")
+    p.add_argument("--work", default=d.work, help="cache folder for synthesised speech and intermediate models")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (data, splits, training)")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="minutes of negative training audio to mix")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping usually ends sooner)")
+    p.add_argument("--max-train-minutes", type=float, default=d.max_train_minutes, help="stop training after this long")
+    p.add_argument("--threads", type=int, default=d.threads, help="TensorFlow threads")
+    p.add_argument("--backgrounds", default=None, help="optional folder of background .wav files (any rate)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace, out: Any) -> int:
+    cfg = TrainConfig(word=args.word, arch=args.arch, out=args.out, work=args.work, seed=args.seed, minutes=args.minutes,
+                      epochs=args.epochs, max_train_minutes=args.max_train_minutes, threads=args.threads, backgrounds=args.backgrounds)
+    if cfg.arch == "course":
+        cfg = replace(cfg, copies=1)
+    rep = train(cfg)
+    rows = [{"set": f"{name} ({m})", **{k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")}} for m, sets in rep["test"].items() for name, r in sets.items()]
+    from sdk.cli.output import table
+
+    out.emit({"model": rep["model"], "threshold": rep["threshold"], "size_bytes": rep["size_bytes"], "test": rep["test"]},
+             f"wrote {rep['model']} ({rep['size_bytes']} bytes), threshold {rep['threshold']}\n" + table(rows, ["set", "frr", "fa_per_hour", "delay_ms_median"]))
+    return 0

@@ -1,0 +1,142 @@
+"""Trigger-word training side: synthesis, splits, mixing and labels, models and int8 conversion.
+
+Real espeak-ng and a real converter child process; models are tiny and train a few steps.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from apps.trigger_word import augment as A
+from apps.trigger_word import data as D
+from apps.trigger_word import dataset as S
+from sdk.audio import LogMel
+from sdk.errors import ConfigError
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (scripts/system-deps.sh)")
+
+
+@needs_espeak
+def test_splits_hold_out_whole_voices_and_plan_is_deterministic() -> None:
+    cfg = D.CorpusConfig(seed=3, max_variants=20)
+    a, b = D.plan(cfg), D.plan(cfg)
+    assert a == b
+    by_split: dict[str, set[str]] = {s: set() for s in D.SPLITS}
+    variants: dict[str, set[str]] = {s: set() for s in D.SPLITS}
+    for voice, utts in a:
+        by_split[voice.split].add(voice.key)
+        if voice.engine == "espeak-ng":
+            variants[voice.split].add(voice.name.split("+")[1])
+        assert any(u.positive for u in utts) and any(not u.positive for u in utts)
+        assert all(not D.contains_word(u.text, "activate") for u in utts if not u.positive)
+    for s1 in D.SPLITS:
+        for s2 in D.SPLITS:
+            if s1 < s2:
+                assert not by_split[s1] & by_split[s2]
+                assert not variants[s1] & variants[s2]  # a variant never appears in two splits
+    assert all(by_split[s] for s in D.SPLITS)
+    assert {v.split for v, _ in a if v.engine == "flite"} <= {"test"}  # the held-out engine only tests
+    other = D.plan(D.CorpusConfig(seed=4, max_variants=20))
+    assert [v for v, _ in other] != [v for v, _ in a]
+
+
+@needs_espeak
+def test_synthesis_is_deterministic_and_cached(tmp_path) -> None:
+    voice = D.Voice("espeak-ng", "en-us+f3", "train")
+    conf, sents = D.negative_texts("activate")
+    utts = D.plan_voice(voice, "activate", conf, sents, 2, 2, seed=0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = D._synth_cached(voice, utts, tmp_path / "a")
+    second = D._synth_cached(voice, utts, tmp_path / "b")
+    assert len(first) == 4 and all(x.dtype == np.float32 and x.shape[0] > 1600 for x in first)
+    assert all(np.array_equal(x, y) for x, y in zip(first, second))
+    assert len(list((tmp_path / "a").glob("*.npz"))) == 1
+    again = D._synth_cached(voice, utts, tmp_path / "a")
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    # a positive of "activate" lasts roughly half a second to a second once trimmed
+    assert 0.3 < first[0].shape[0] / D.SR < 1.5
+
+
+@needs_espeak
+def test_confusables_for_any_word_exclude_the_word() -> None:
+    near = D.confusables("computer", n=10)
+    assert len(near) == 10 and "computer" not in near
+    assert "captivate" in D.confusables("activate") and not any(D.contains_word(w, "activate") for w in D.confusables("activate"))
+    with pytest.raises(ConfigError, match="--word"):
+        D.check_word("act1vate!")
+
+
+def test_mix_inserts_without_overlap_and_labels_follow_positive_ends() -> None:
+    rng = np.random.default_rng(0)
+    word = (0.5 * np.sin(np.arange(int(0.6 * D.SR)) * 0.3)).astype(np.float32)
+    bg = A.background(rng, 6 * D.SR, [word])
+    x, events = A.mix(rng, bg, [(word, True), (word, False), (word, True)])
+    assert x.shape == bg.shape and np.abs(x).max() <= 0.99 and len(events) == 3
+    for e1, e2 in zip(events, events[1:]):
+        assert e1.end <= e2.start
+    ends = np.arange(1.2, 6.0, 0.1)
+    lab = A.window_labels(events, ends, 1.2, after_s=0.5)
+    for e in (e for e in events if e.positive):
+        after = (ends >= e.end - 0.02) & (ends <= e.end + 0.5)
+        assert (lab[after & (ends - 1.2 <= e.start)] == 1).all() and after.any()
+        before = (ends < e.end - 0.15) & (ends > e.start + 0.05)
+        assert (lab[before] <= 0).all()  # never positive before the word has ended
+    neg = [e for e in events if not e.positive][0]
+    far = np.array([min(abs(t - p.end) for p in events if p.positive) > 1.3 for t in ends])
+    assert (lab[far] == 0).all() and neg.end > 0
+    steps = A.frame_labels(events, ends, after_s=0.5)
+    for e in (e for e in events if e.positive):
+        assert steps[(ends > e.end) & (ends <= e.end + 0.5)].all()
+    assert steps.sum() > 0 and not steps[ends < events[0].end].any()
+
+
+def test_windows_from_streams_deterministic_and_aligned() -> None:
+    clips = [D.Clip(np.sin(np.arange(8000) * f).astype(np.float32) * 0.3, "w", i % 2 == 0, f"espeak-ng:v{i}", "train")
+             for i, f in enumerate((0.1, 0.2, 0.15, 0.05))]
+    lm = LogMel()
+    w1 = S.make_windows(clips, 7, 1.2, 0.3, lm, course_steps=26)
+    w2 = S.make_windows(clips, 7, 1.2, 0.3, lm, course_steps=26)
+    assert np.array_equal(w1.feats, w2.feats) and np.array_equal(w1.labels, w2.labels)
+    assert (w1.labels == 1).sum() >= 2 and (w1.labels == 0).sum() > 0
+    assert w1.seq_labels.shape == (w1.labels.shape[0], 26)
+    b = w1.batch(np.arange(3), lm.frames_for(int(1.2 * 16000)))
+    assert b.shape == (3, 118, 40)
+    assert np.array_equal(b[1], w1.feats[w1.starts[1] : w1.starts[1] + 118])
+
+
+@pytest.mark.tensorflow
+def test_course_architecture_trains_and_converts_to_int8(tmp_path) -> None:
+    import keras
+
+    from apps.trigger_word.app import TriggerWordDetector, card_fields
+    from apps.trigger_word.model import build_course, build_dscnn, course_steps
+    from converters.convert import convert
+    from sdk.audio import FeatureParams
+    from sdk.card import ModelCard
+
+    rng = np.random.default_rng(0)
+    frames = 38  # 0.4 s windows keep the unrolled GRUs small
+    x = rng.normal(-6, 3, (48, frames, 40)).astype(np.float32)
+    steps = course_steps(frames)
+    y = np.zeros((48, steps, 1), np.float32)
+    y[::2, -3:] = 1
+    x[::2, -10:, :] += 4.0  # a learnable "word" near the end
+    keras.utils.set_random_seed(0)
+    m = build_course(frames, 40, conv_filters=16, units=8)
+    m.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    before = m.evaluate(x, y, verbose=0)
+    m.fit(x, y, epochs=4, batch_size=16, verbose=0)
+    assert m.evaluate(x, y, verbose=0) < before
+    assert build_dscnn(118, 40).output_shape == (None, 1)
+
+    card = ModelCard(**card_fields("activate", FeatureParams(), 0.4, 0.1, 0.5))
+    res = convert(m, "int8", output=tmp_path / "course_int8.tflite", calibration=x, card=card, progress=False)
+    assert res.report["full_integer"] and not res.report["while_loop"]
+    assert res.report["accuracy"]["outputs"][0]["max_abs_err"] < 0.1
+    det = TriggerWordDetector(res.path)  # the device detector reads the card and the per-step output
+    times, scores = det.scores(rng.normal(0, 0.05, 16000).astype(np.float32))
+    assert times.shape[0] == scores.shape[0] > 0 and ((scores >= 0) & (scores <= 1)).all()
