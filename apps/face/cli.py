@@ -21,7 +21,7 @@ def _face_options() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("face pipeline")
-    g.add_argument("--db", default=str(default_db_path()), help="face database (SQLite, created 0600)")
+    g.add_argument("--db", default=str(default_db_path()), help=f"face database (SQLite, created 0600; default {default_db_path()})")
     g.add_argument("--model", default=None, help="embedding .tflite with a face-embed card (default: the shipped pipeline)")
     g.add_argument("--detector", choices=("blazeface", "haar"), default="blazeface", help="face detector")
     g.add_argument("--threshold", type=float, default=None, help="distance threshold (default: calibrated, else the model's)")
