@@ -128,7 +128,33 @@ def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list
         raise ConversionError(f"{mode}: the TFLite converter failed: {type(e).__name__}: {first.strip()[:300]}") from e
     out = Path(job["dir"]) / f"{mode}.tflite"
     out.write_bytes(data)
-    return {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": bool(unroll)}
+    info = {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": bool(unroll)}
+    if job.get("debug_quant") and mode == "int8":
+        info["debug_quant"] = worst_layers(tf, built, calib or [])
+    return info
+
+
+def worst_layers(tf: Any, model: Any, calib: list[np.ndarray], top: int = 10) -> list[dict[str, Any]]:
+    """Per-layer quantization error (TF's QuantizationDebugger), worst first.
+
+    Ranked by RMSE over the tensor's quantization scale (how many int8 steps the error is),
+    the measure TF's debugger guide uses.
+    """
+    print("edgesdk: debug-quant: comparing every layer's float and int8 outputs", file=sys.stderr, flush=True)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = _representative(calib)
+    opts = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"scale": lambda f, q, s, zp: s})
+    dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_representative([a[:20] for a in calib]), debug_options=opts)
+    dbg.run()
+    rows = []
+    for name, m in dbg.layer_statistics.items():
+        rmse = float(np.sqrt(m.get("mean_squared_error", 0.0)))
+        scale = float(m.get("scale", 0.0) or 0.0)
+        name = name.removeprefix("NumericVerify/").rsplit(":", 1)[0]
+        rows.append({"tensor": name, "rmse": rmse, "max_abs_error": float(m.get("max_abs_error", 0.0)), "rmse_per_scale": rmse / scale if scale else None})
+    rows.sort(key=lambda r: (r["rmse_per_scale"] if r["rmse_per_scale"] is not None else r["rmse"]), reverse=True)
+    return rows[:top]
 
 
 def _convert_with_fallback(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None) -> tuple[bytes, str]:
@@ -172,20 +198,14 @@ def configure(tf: Any, conv: Any, mode: str, job: dict[str, Any], calib: list[np
     if mode == "dynamic":
         return conv
     conv.representative_dataset = _representative(calib or [])
-    float_layers = job.get("float_layers") or []
     if mode == "int8":
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if float_layers:
-            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-        conv.target_spec.supported_ops = ops
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io_type = {"uint8": tf.uint8, "float": tf.float32}.get(io, tf.int8)
     else:  # int16x8
         conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         io_type = tf.int16 if io == "int16" else tf.float32
     conv.inference_input_type = io_type
     conv.inference_output_type = io_type
-    if float_layers:
-        return _Denylisted(tf, conv, float_layers, calib or [])
     return conv
 
 
@@ -200,19 +220,6 @@ def _representative(calib: list[np.ndarray]) -> Any:
             yield [a[i : i + 1] for a in calib]
 
     return gen
-
-
-class _Denylisted:
-    """A converter stand-in whose ``convert()`` keeps the named layers in float (QuantizationDebugger)."""
-
-    def __init__(self, tf: Any, conv: Any, nodes: list[str], calib: list[np.ndarray]) -> None:
-        self.tf, self.conv, self.nodes, self.calib = tf, conv, nodes, calib
-
-    def convert(self) -> bytes:
-        qd = self.tf.lite.experimental.QuantizationDebugger
-        opts = self.tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=self.nodes)
-        dbg = qd(converter=self.conv, debug_dataset=_representative(self.calib[:20]), debug_options=opts)
-        return bytes(dbg.get_nondebug_quantized_model())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--card", metavar="CARD.yaml", help="model card fields (task, input, output...) to embed")
     p.add_argument("--no-unroll", action="store_true", help="keep GRU/LSTM as WHILE loops even for int8 (the converter crashes on them)")
     p.add_argument("--custom-objects", nargs="+", metavar="MODULE:CLASS", default=[], help="custom layer classes to import")
-    p.add_argument("--float-layers", metavar="NAME,...", help="int8: keep these layers/tensors in float (not full-integer then)")
+    p.add_argument("--debug-quant", action="store_true", help="int8: list the layers with the largest quantization error")
     p.add_argument("--runs", type=int, default=20, help="invocations for the latency p50 of --mode all")
     p.set_defaults(func=run)
 
@@ -43,7 +43,6 @@ def _preflight(args: argparse.Namespace) -> tuple[list[str], Any, list[str]]:
 
     model = Path(args.model)
     check_model_path(model)
-    float_layers = [s for s in (args.float_layers or "").split(",") if s]
     notes = []
     if args.mode == "all":
         modes = [m for m in MODES if m in TARGET_MODES.get(args.target, MODES)]
@@ -56,12 +55,14 @@ def _preflight(args: argparse.Namespace) -> tuple[list[str], Any, list[str]]:
         if not out_dir.is_dir():
             raise ConfigError(f"-o {out_dir}: with --mode all, -o must be an existing folder")
         for m in modes:
-            check_options(m, args.target, args.io if args.io in _io_of(m) else None, args.calibration, float_layers if m == "int8" else None)
+            check_options(m, args.target, args.io if args.io in _io_of(m) else None, args.calibration)
             check_output(out_dir / default_output(model, m).name)
     else:
         modes = [args.mode]
-        check_options(args.mode, args.target, args.io, args.calibration, float_layers)
+        check_options(args.mode, args.target, args.io, args.calibration)
         check_output(Path(args.output) if args.output else default_output(model, args.mode))
+    if args.debug_quant and "int8" not in modes:
+        raise ConfigError(f"--debug-quant analyses int8 quantization; it does not apply to --mode {args.mode}")
     for opt, value in (("--calibration", args.calibration), ("--eval", args.eval)):
         if value is not None:
             _check_data_path(opt, Path(value))
@@ -104,8 +105,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     results = convert_modes(
         args.model, modes, output=output, calibration=args.calibration, eval_data=args.eval, card=card, target=args.target,
         io=args.io, progress=not args.quiet, unroll=False if args.no_unroll else None, custom_objects=None,
-        float_layers=[s for s in (args.float_layers or "").split(",") if s] or None,
-        latency_runs=args.runs if args.mode == "all" else 0, custom_specs=args.custom_objects,
+        latency_runs=args.runs if args.mode == "all" else 0, custom_specs=args.custom_objects, debug_quant=args.debug_quant,
     )
     if args.mode != "all":
         res = results[modes[0]]
@@ -156,6 +156,12 @@ def _human(res: Any) -> str:
         format_report(rep),
     ]
     lines += [f"note: {n}" for n in res.notes]
+    if rep.get("debug_quant"):
+        from sdk.cli.output import table
+
+        rows = [{"tensor": r["tensor"], "rmse": f"{r['rmse']:.4g}", "max abs err": f"{r['max_abs_error']:.4g}",
+                 "rmse/scale": f"{r['rmse_per_scale']:.3g}" if r["rmse_per_scale"] is not None else "-"} for r in rep["debug_quant"]]
+        lines += ["", "layers with the largest int8 error (rmse/scale: error in int8 steps):", table(rows)]
     if "edgetpu" in rep:
         lines += ["", format_readiness(rep["edgetpu"])]
     return "\n".join(lines)

@@ -59,7 +59,7 @@ class ConvertResult:
         return {"path": str(self.path), "mode": self.mode, "size_bytes": self.size_bytes, "report": self.report, "notes": self.notes}
 
 
-def check_options(mode: str, target: str = "cpu", io: str | None = None, calibration: Any = None, float_layers: Sequence[str] | None = None) -> None:
+def check_options(mode: str, target: str = "cpu", io: str | None = None, calibration: Any = None) -> None:
     """Reject unsupported or conflicting options before any work.
 
     Raises:
@@ -80,10 +80,6 @@ def check_options(mode: str, target: str = "cpu", io: str | None = None, calibra
             f"--mode {mode} needs --calibration PATH (a .npy/.npz [N, ...], or a folder of images/.wav files, ~{RECOMMENDED_CALIBRATION}+ samples "
             "like the real inputs); it never calibrates on random noise"
         )
-    if float_layers and mode != "int8":
-        raise ConfigError(f"--float-layers applies to --mode int8 only, got --mode {mode}")
-    if float_layers and target == "edgetpu":
-        raise ConfigError("--float-layers leaves float ops that the Edge TPU cannot run; drop it for --target edgetpu")
 
 
 def default_output(model_path: Path | None, mode: str) -> Path:
@@ -185,7 +181,7 @@ def convert(
     *,
     unroll: bool | None = None,
     custom_objects: dict[str, Any] | None = None,
-    float_layers: Sequence[str] | None = None,
+    debug_quant: bool = False,
 ) -> ConvertResult:
     """Convert ``model`` to a ``.tflite`` file with an embedded model card and an accuracy report.
 
@@ -201,13 +197,13 @@ def convert(
         progress: Progress lines on stderr.
         unroll: Unroll recurrent layers (default: when the mode or target needs it).
         custom_objects: Custom layer classes (must live in importable modules).
-        float_layers: int8 only: layer/tensor names kept in float (QuantizationDebugger denylist).
+        debug_quant: int8 only: add the layers with the largest quantization error to the report.
 
     Raises:
         ConfigError, ModelFormatError, ConversionError: One-line messages.
     """
     results = convert_modes(model, [mode], output=output, calibration=calibration, eval_data=eval_data, card=card, target=target,
-                            io=io, progress=progress, unroll=unroll, custom_objects=custom_objects, float_layers=float_layers)
+                            io=io, progress=progress, unroll=unroll, custom_objects=custom_objects, debug_quant=debug_quant)
     res = results[mode]
     if isinstance(res, str):
         raise ConversionError(res)
@@ -227,9 +223,9 @@ def convert_modes(
     *,
     unroll: bool | None = None,
     custom_objects: dict[str, Any] | None = None,
-    float_layers: Sequence[str] | None = None,
     latency_runs: int = 0,
     custom_specs: Sequence[str] = (),
+    debug_quant: bool = False,
 ) -> dict[str, ConvertResult | str]:
     """Convert ``model`` in several modes with one child process (one TensorFlow start).
 
@@ -242,7 +238,7 @@ def convert_modes(
     modes = list(modes)
     for m in modes:
         # with several modes, --io applies to the modes that support it
-        check_options(m, target, io if len(modes) == 1 or io in IO_TYPES[m] else None, calibration, float_layers if m == "int8" else None)
+        check_options(m, target, io if len(modes) == 1 or io in IO_TYPES[m] else None, calibration)
     with tempfile.TemporaryDirectory(prefix="edgesdk-convert-") as tmp:
         work = Path(tmp)
         src, in_memory, specs = _source(model, work, custom_objects)
@@ -252,9 +248,13 @@ def convert_modes(
         job = {
             "model": str(src), "modes": modes, "io": io, "target": target, "unroll": unroll, "dir": str(work),
             "calibration": _stage_data(calibration, work, "calibration"), "eval": _stage_data(eval_data, work, "eval"),
-            "card_input": (card.input if card else {}), "custom_objects": sorted(set(specs) | set(custom_specs)), "float_layers": list(float_layers or []),
+            "card_input": (card.input if card else {}), "custom_objects": sorted(set(specs) | set(custom_specs)),
+            "debug_quant": debug_quant,
         }
         child = child_proc.run_modes(work, job, progress)
+        for info, data in ((child.calibration, calibration), (child.eval, eval_data)):
+            if info and data is not None and not isinstance(data, (str, os.PathLike)):
+                info["source"] = "array"  # not the temporary .npz it was passed through
         if child.calibration and child.calibration["count"] < RECOMMENDED_CALIBRATION:
             log.warning("calibration: only %d samples; %d+ like the real inputs are recommended", child.calibration["count"], RECOMMENDED_CALIBRATION)
         ctx = {"src": src, "in_memory": in_memory, "card": card, "child": child, "work": work, "target": target, "progress": progress, "latency_runs": latency_runs}
@@ -299,6 +299,8 @@ def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
     if ctx["latency_runs"]:
         rep["latency_p50_ms"] = rpt.latency_p50(runner, ins, ctx["latency_runs"])
     rep["notes"] = notes
+    if info.get("debug_quant"):
+        rep["debug_quant"] = info["debug_quant"]
     card = _card(mode, ctx, rep, f)
     final = embed_card(data, card)
     rep["size_bytes"] = len(final)

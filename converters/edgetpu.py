@@ -128,10 +128,21 @@ def _edge(f: TFLiteFile, index: int) -> bool:
 def _check_concat_ranges(f: TFLiteFile, r: Readiness) -> None:
     """A concat whose inputs have very different scales shares one scale and crushes the small-range part."""
     ts = f.main.tensors
+    producer = {o: op for op in f.main.ops for o in op.outputs}
+
+    def source_scale(i: int) -> float | None:
+        # int8 concat inputs must share the output's scale, so the converter inserts
+        # requantizing QUANTIZE ops: the range a tensor really had is before them
+        op = producer.get(i)
+        while op is not None and op.name == "QUANTIZE" and ts[op.inputs[0]].dtype in ("int8", "uint8"):
+            i = op.inputs[0]
+            op = producer.get(i)
+        return ts[i].scales[0] if ts[i].scales else None
+
     for op in f.main.ops:
         if op.name != "CONCATENATION":
             continue
-        scales = [ts[i].scales[0] for i in op.inputs if i >= 0 and ts[i].scales]
+        scales = [s for s in (source_scale(i) for i in op.inputs if i >= 0) if s]
         if len(scales) >= 2 and min(scales) > 0 and max(scales) / min(scales) >= 20:
             r.add(
                 "concat ranges",

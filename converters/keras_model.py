@@ -8,6 +8,7 @@ batch fixed to 1 and recurrent layers unrolled when the mode needs it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from pathlib import Path
@@ -142,6 +143,30 @@ def _serialized(model: Any) -> dict[str, Any]:
     return keras.saving.serialize_keras_object(model)
 
 
+@functools.cache
+def l2_layer() -> type:
+    """A layer computing ``tf.nn.l2_normalize``, which the converter fuses into one L2_NORMALIZATION op.
+
+    Keras 3's ``UnitNormalization`` lowers to SQUARE/SUM/RSQRT/MINIMUM/MUL instead, and the
+    converter leaves its SQUARE in float even for full-int8 (a DEQUANTIZE/QUANTIZE pair).
+    """
+    import keras
+    import tensorflow as tf
+
+    class EdgesdkL2Normalize(keras.layers.Layer):
+        def __init__(self, axis: int = -1, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.axis = axis
+
+        def call(self, x: Any) -> Any:
+            return tf.nn.l2_normalize(x, axis=self.axis)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "axis": self.axis}
+
+    return EdgesdkL2Normalize
+
+
 def rebuild(model: Any, *, unroll: bool, custom_objects: dict[str, Any]) -> tuple[Any, list[str]]:
     """The same model with batch 1 and (if ``unroll``) unrolled recurrent layers.
 
@@ -162,6 +187,8 @@ def rebuild(model: Any, *, unroll: bool, custom_objects: dict[str, Any]) -> tupl
         return model, ["subclassed model: not rebuilt from config; batch fixed through the input signature"]
     notes: list[str] = []
     changed = _patch(cfg, unroll, notes)
+    fused = [n for n in notes if n.startswith("L2:")]
+    notes = [n for n in notes if not n.startswith("L2:")]  # the recurrent layers unrolled
     if unroll and notes:
         for shape in input_shapes(model):
             if any(d is None for d in shape[1:]):
@@ -172,18 +199,24 @@ def rebuild(model: Any, *, unroll: bool, custom_objects: dict[str, Any]) -> tupl
     if not changed:
         return model, []
     try:
-        new = keras.saving.deserialize_keras_object(cfg, custom_objects=custom_objects, safe_mode=False)
+        objects = {**custom_objects, "EdgesdkL2Normalize": l2_layer()}
+        new = keras.saving.deserialize_keras_object(cfg, custom_objects=objects, safe_mode=False)
         new.set_weights(model.get_weights())
     except Exception as e:  # noqa: BLE001 - any rebuild failure means "convert as is"
         return model, [f"could not rebuild with batch 1 ({type(e).__name__}); converting as is"]
     out = ["batch fixed to 1"]
+    if fused:
+        out.append("UnitNormalization converted as one L2_NORMALIZATION op (stays integer)")
     if unroll and notes:
         out.append("unrolled recurrent layers: " + ", ".join(notes))
     return new, out
 
 
 def _patch(cfg: Any, unroll: bool, notes: list[str]) -> bool:
-    """Fix batch axes to 1 and set ``unroll`` on recurrent layers, in place; True if anything changed."""
+    """Fix batch axes to 1, set ``unroll`` on recurrent layers and swap UnitNormalization, in place.
+
+    Returns True if anything changed; ``notes`` gets the unrolled layer names and ``L2:<name>``.
+    """
     changed = False
     if isinstance(cfg, dict):
         inner = cfg.get("config")
@@ -197,6 +230,11 @@ def _patch(cfg: Any, unroll: bool, notes: list[str]) -> bool:
         if cls in RECURRENT and isinstance(inner, dict) and unroll and not inner.get("unroll"):
             inner["unroll"] = True
             notes.append(str(inner.get("name", cls)))
+            changed = True
+        if cls == "UnitNormalization" and isinstance(inner, dict) and inner.get("axis") in (-1, [-1]):
+            cfg.update(class_name="EdgesdkL2Normalize", module=None, registered_name="EdgesdkL2Normalize")
+            inner["axis"] = -1
+            notes.append(f"L2:{inner.get('name')}")
             changed = True
         shape = cfg.get("build_input_shape")
         if isinstance(shape, (list, tuple)) and shape and shape[0] != 1:

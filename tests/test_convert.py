@@ -233,6 +233,7 @@ def test_readiness_flags_gru_while_loop(gru):
     assert "not ready" in format_readiness(info)
 
 
+@pytest.mark.slow
 def test_uint8_io(cnn, work):
     from converters.convert import convert
 
