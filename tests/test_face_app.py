@@ -303,3 +303,22 @@ def test_demo_runs_on_the_default_pipeline(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     verdicts = [r["match"] for r in rows if r.get("action") in ("verify", "identify")]
     assert verdicts and all(verdicts)
+
+
+def test_device_side_runs_without_tensorflow(tmp_path, faces):
+    """enroll/verify/identify import neither TensorFlow nor Keras (nor the converters)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "faces.db"
+    code = (
+        "import sys\n"
+        "for m in ('tensorflow', 'keras', 'converters'):\n"
+        "    sys.modules[m] = None\n"
+        "from sdk.cli import main\n"
+        f"args = ['--db', {str(db)!r}, '--model', {str(faces['model'])!r}, '--detector', 'haar', '--json']\n"
+        f"assert main(['face', 'enroll', 'astro', {str(faces['astro0'])!r}, *args]) == 0\n"
+        f"sys.exit(main(['face', 'verify', 'astro', {str(faces['astro1'])!r}, *args]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"match": true' in proc.stdout

@@ -1,50 +1,25 @@
-"""Camera modes: verify/identify with debounced decisions, and enrolment from good frames."""
+"""Camera modes: verify/identify with debounced decisions, and enrolment from good frames.
+
+Frames come from :func:`sdk.sources.video.open_source` (camera index, ``/dev/videoN``, video
+file, image folder, MJPEG/RTSP URL): capture runs in its own thread and a live camera keeps
+only the latest frame, so a slow pipeline drops stale frames instead of lagging.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from apps.face.app import Face, FaceApp, FaceError
 from sdk.cli.output import Output
-from sdk.errors import SourceError
-from sdk.lazy import require
-from sdk.types import Frame
+from sdk.sources.video import open_source
 
 log = logging.getLogger("edgesdk.face")
-
-
-@contextlib.contextmanager
-def open_frames(source: str) -> Iterator[Iterator[Frame]]:
-    """Frames of a camera index, ``/dev/videoN``, video file or URL (BGR, with index and time)."""
-    cv2 = require("cv2", "reading a camera or video")
-    live_cam = str(source).isdigit() or str(source).startswith("/dev/video")
-    cap = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
-    if not cap.isOpened():
-        raise SourceError(f"--source {source}: cannot open it (expected a camera index, /dev/videoN, a video file or URL)")
-
-    def gen() -> Iterator[Frame]:
-        t0, i = time.monotonic(), 0
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                return
-            # a file's time is its own timeline; a camera's is the wall clock since opening
-            t = time.monotonic() - t0 if live_cam else cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
-            yield Frame(img, i, t)
-            i += 1
-
-    try:
-        yield gen()
-    finally:
-        cap.release()
 
 
 def frontal(face: Face, max_roll_deg: float = 15.0) -> bool:
@@ -77,7 +52,7 @@ def enroll_from_camera(app: FaceApp, name: str, source: str, count: int, max_fra
     kept: list[np.ndarray] = []
     sources: list[str] = []
     last, seen, reasons = -1e9, 0, {}
-    with open_frames(source) as frames:
+    with open_source(source) as frames:
         for frame in frames:
             seen += 1
             face, why = _usable(app, app.embedder.detect(frame.image), f"frame {frame.index}")
@@ -131,7 +106,7 @@ def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, th
     stats, deb = app.embedder.stats, Debouncer(consistent)
     stats.reset()
     last_match, n, t_start = False, 0, time.perf_counter()
-    with open_frames(source) as frames:
+    with open_source(source) as frames:
         for frame in frames:
             n += 1
             face, why = _usable(app, app.embedder.detect(frame.image), f"frame {frame.index}")
