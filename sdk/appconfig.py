@@ -30,15 +30,16 @@ class AppSpec:
     """How a config app maps onto its CLI command."""
 
     command: tuple[str, ...]
+    package: str  # apps.<package>: whose shipped models a bundle keeps
     devices: tuple[str, ...]  # device classes the service needs: "audio", "video"
     path_options: tuple[str, ...] = ()  # option values that are files, resolved against the config's folder
 
 
 APPS: dict[str, AppSpec] = {
-    "trigger-word": AppSpec(("trigger-word",), ("audio",)),
-    "detect": AppSpec(("detect",), ("video",)),
-    "face-verify": AppSpec(("face", "verify"), ("video",), ("db",)),
-    "face-identify": AppSpec(("face", "identify"), ("video",), ("db",)),
+    "trigger-word": AppSpec(("trigger-word",), "trigger_word", ("audio",)),
+    "detect": AppSpec(("detect",), "detect", ("video",)),
+    "face-verify": AppSpec(("face", "verify"), "face", ("video",), ("db",)),
+    "face-identify": AppSpec(("face", "identify"), "face", ("video",), ("db",)),
 }
 
 # Set through top-level fields (or outputs), never through `options`.

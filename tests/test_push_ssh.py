@@ -27,7 +27,7 @@ from devices.deploy.bundle import make_bundle, pack_tar
 from sdk.cli import main
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-pytestmark = [pytest.mark.skipif(not (Path(SSHD).exists() and shutil.which("ssh") and shutil.which("ssh-keygen")),
+pytestmark = [pytest.mark.tensorflow, pytest.mark.slow, pytest.mark.skipif(not (Path(SSHD).exists() and shutil.which("ssh") and shutil.which("ssh-keygen")),
                                  reason="needs openssh-server and openssh-client")]
 DEVICE_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")
 SITE = sysconfig.get_paths()["purelib"]
@@ -110,7 +110,8 @@ outputs: {{json: true, metrics_port: {port}}}
 
 
 def push(sshd, bundle, remote_dir, *extra, key=None, host=None, capsys=None):
-    argv = ["deploy", "push", "--json", bundle, host or sshd["host"], "-p", str(sshd["port"]), "-i", key or sshd["key"],
+    hosts = [] if host == "" else [host or sshd["host"]]  # "": hosts come from --hosts
+    argv = ["deploy", "push", "--json", bundle, *hosts, "-p", str(sshd["port"]), "-i", key or sshd["key"],
             "--remote-dir", str(remote_dir), "--python", DEVICE_PYTHON, "--site-packages", SITE, "--health-timeout", "30", *extra]
     rc = main(argv)
     captured = capsys.readouterr()
@@ -159,6 +160,13 @@ def test_push_rollback_tamper_status(sshd, bundles, tmp_path, capsys):
         assert rc == 0 and rows[0]["previous"] == good, err
         assert healthz(bundles["port"])["bundle"] == rows[0]["bundle"]
         assert sorted(p.name for p in (remote / "bundles").iterdir()) == sorted([good, rows[0]["bundle"]])
+
+        # several hosts in parallel (--hosts file): one result row each, exit 1 when any failed
+        hosts = tmp_path / "hosts.txt"
+        hosts.write_text(f"# fleet\n{sshd['host']}:{sshd['port']}\n{sshd['host']}:{free_port()}  # switched off\n")
+        rc, rows, err = push(sshd, bundles["good2"], remote, "--hosts", str(hosts), host="", capsys=capsys)
+        assert rc == 1 and [r["ok"] for r in rows] == [True, False], rows
+        assert rows[0]["action"] == "restarted" and "unreachable" in rows[1]["message"]
     finally:
         _stop(remote)
 

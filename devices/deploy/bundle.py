@@ -88,7 +88,7 @@ def make_bundle(config: str | Path, output: str | Path, profile: str | None = No
     files: dict[str, bytes] = {}
     cfg = _pack_files(cfg, base, prof_name, files)
     files["config.yaml"] = _config_yaml(cfg)
-    wheel_name, wheel = _wheel()
+    wheel_name, wheel = _wheel(cfg.app)
     files[wheel_name] = wheel
     devices = _device_classes(cfg.app, prof.delegates)
     names = {"app": cfg.app, "bundle_name": f"{cfg.app}-{prof.name}", "unit": f"edgesdk-{cfg.app}.service", "wheel": wheel_name}
@@ -149,10 +149,11 @@ def _config_yaml(cfg: Any) -> bytes:
     return (head + yaml.safe_dump(data, sort_keys=True, default_flow_style=False)).encode()
 
 
-def _wheel() -> tuple[str, bytes]:
+def _wheel(app: str) -> tuple[str, bytes]:
     from devices.deploy.wheel import build_wheel
+    from sdk.appconfig import APPS
 
-    return build_wheel()
+    return build_wheel(APPS[app].package)
 
 
 def _device_classes(app: str, delegates: tuple[str, ...]) -> list[str]:

@@ -36,14 +36,22 @@ def project_metadata() -> tuple[str, list[str]]:
         return metadata.version("edgesdk"), reqs
 
 
-def source_files() -> list[Path]:
-    """Files of the device-side packages, sorted, relative to the project root."""
+def source_files(app_package: str | None = None) -> list[Path]:
+    """Files of the device-side packages, sorted, relative to the project root.
+
+    Args:
+        app_package: Keep only this app's shipped models and samples (``trigger_word``): other
+            apps' code stays, their megabytes of weights do not.
+    """
     files = []
     for pkg in PACKAGES:
         for p in (ROOT / pkg).rglob("*"):
             rel = p.relative_to(ROOT)
-            if p.is_file() and p.suffix in DATA_SUFFIXES and not SKIP_DIRS.intersection(rel.parts[:-1]):
-                files.append(rel)
+            if not p.is_file() or p.suffix not in DATA_SUFFIXES or SKIP_DIRS.intersection(rel.parts[:-1]):
+                continue
+            if app_package and rel.parts[0] == "apps" and len(rel.parts) > 3 and rel.parts[2] in ("models", "samples") and rel.parts[1] != app_package:
+                continue
+            files.append(rel)
     return sorted(files, key=lambda r: r.as_posix())
 
 
@@ -51,15 +59,18 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def build_wheel() -> tuple[str, bytes]:
+def build_wheel(app_package: str | None = None) -> tuple[str, bytes]:
     """Build the wheel in memory.
+
+    Args:
+        app_package: See :func:`source_files`.
 
     Returns:
         ``(file name, wheel bytes)``; the same tree gives the same bytes.
     """
     version, deps = project_metadata()
     dist = f"edgesdk-{version}.dist-info"
-    entries: list[tuple[str, bytes]] = [(rel.as_posix(), (ROOT / rel).read_bytes()) for rel in source_files()]
+    entries: list[tuple[str, bytes]] = [(rel.as_posix(), (ROOT / rel).read_bytes()) for rel in source_files(app_package)]
     meta = ["Metadata-Version: 2.1", "Name: edgesdk", f"Version: {version}", "Requires-Python: >=3.10"]
     meta += [f"Requires-Dist: {d}" for d in deps]
     entries += [
