@@ -63,7 +63,7 @@ def run_job(job: dict[str, Any], jd: Path) -> None:
     from sdk.errors import ConversionError
 
     tf = _quiet_tf()
-    custom = keras_model.import_custom_objects(job.get("custom_objects", []))
+    custom = keras_model.import_custom_objects(job.get("custom_objects", []), job.get("optional_custom_objects", []))
     model = keras_model.load_model(job["model"], custom)
     shapes = keras_model.input_shapes(model)
     recurrent = keras_model.recurrent_layers(model)
@@ -128,7 +128,7 @@ def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list
         raise ConversionError(f"{mode}: the TFLite converter failed: {type(e).__name__}: {first.strip()[:300]}") from e
     out = Path(job["dir"]) / f"{mode}.tflite"
     out.write_bytes(data)
-    info = {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": bool(unroll)}
+    info = {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": any(n.startswith("unrolled recurrent") for n in notes)}
     if job.get("debug_quant") and mode == "int8":
         info["debug_quant"] = worst_layers(tf, built, calib or [])
     return info

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -144,11 +145,16 @@ def _source(model: Any, work: Path, custom_objects: dict[str, Any] | None) -> tu
         p = Path(model)
         check_model_path(p)
         return p, False, specs
-    if not hasattr(model, "save") or not type(model).__module__.startswith("keras"):
-        raise ModelFormatError(f"model: expected a path or a keras.Model, got {type(model).__name__}")
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(model, keras.Model):
+        raise ModelFormatError(f"model: expected a .keras/.h5 path, a SavedModel folder or a keras.Model, got {type(model).__name__}")
     p = work / f"{model.name or 'model'}.keras"
-    model.save(p)
-    return p, True, sorted(set(specs) | set(_custom_specs(model)))
+    try:
+        model.save(p)
+    except (NotImplementedError, TypeError, ValueError) as e:
+        raise ModelFormatError(f"model {model.name!r}: cannot be saved as .keras ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                               "implement get_config() in custom layers/models") from e
+    return p, True, specs
 
 
 def _stage_data(data: Any, work: Path, name: str) -> Any:
@@ -249,6 +255,7 @@ def convert_modes(
             "model": str(src), "modes": modes, "io": io, "target": target, "unroll": unroll, "dir": str(work),
             "calibration": _stage_data(calibration, work, "calibration"), "eval": _stage_data(eval_data, work, "eval"),
             "card_input": (card.input if card else {}), "custom_objects": sorted(set(specs) | set(custom_specs)),
+            "optional_custom_objects": _custom_specs(model) if in_memory else [],
             "debug_quant": debug_quant,
         }
         child = child_proc.run_modes(work, job, progress)
@@ -287,7 +294,7 @@ def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
     rep: dict[str, Any] = {"mode": mode, "size_bytes": len(data), **rpt.quantization_facts(f)}
     info = child.done[mode]
     notes = list(info.get("notes", []))
-    if info.get("unrolled") and any("unrolled" in n for n in notes):
+    if info.get("unrolled"):
         notes.append("unrolling copies the recurrent cell per time step, so this model can be larger than the fp32 WHILE-loop one")
     if info.get("path") != "from_keras_model":
         notes.append(f"converted via {info.get('path')}")

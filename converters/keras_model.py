@@ -22,14 +22,20 @@ RECURRENT = ("GRU", "LSTM", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "Con
 _MISSING_CLASS = re.compile(r"[Cc]ould not (?:locate|interpret|deserialize)[^']*'([\w.>]+)'")
 
 
-def import_custom_objects(specs: list[str]) -> dict[str, Any]:
-    """``["pkg.mod:Name", ...]`` to ``{"Name": class}`` (importing also runs registration decorators)."""
+def import_custom_objects(specs: list[str], optional: list[str] = ()) -> dict[str, Any]:
+    """``["pkg.mod:Name", ...]`` to ``{"Name": class}`` (importing also runs registration decorators).
+
+    ``optional`` specs (guessed from an in-memory model's layers) are skipped when they
+    cannot be imported; loading the model then names the missing layer.
+    """
     out = {}
-    for spec in specs:
+    for spec in [*specs, *optional]:
         mod, _, name = spec.partition(":")
         try:
             obj = getattr(importlib.import_module(mod), name)
         except (ImportError, AttributeError) as e:
+            if spec not in specs:
+                continue
             raise ModelFormatError(f"custom object {spec!r}: cannot import ({e}); give it as module:ClassName from an importable module") from e
         out[name] = obj
     return out
