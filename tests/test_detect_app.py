@@ -303,6 +303,9 @@ def test_bad_inputs(models, video, tmp_path, capsys):
     assert code == 2 and "--conf must be between 0 and 1" in err
     with pytest.raises(ConfigError, match="--labels"):
         Detector(Runner(split), Settings(labels_file=str(tmp_path / "missing.txt")))
+    if "NONE" in cv2.getBuildInformation().split("GUI:")[1].splitlines()[0]:  # headless OpenCV
+        code, _, err = run_cli(["detect", "-m", split, "-s", str(video), "--show"], capsys)
+        assert code == 2 and "--show needs a GUI build of OpenCV" in err
 
 
 def test_default_model_missing_is_a_clear_error(monkeypatch, tmp_path, video, capsys):
