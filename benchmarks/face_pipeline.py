@@ -110,7 +110,7 @@ def speed(photos: list[np.ndarray], threads: int) -> tuple[list[dict], float, fl
         n += len(fp.embed_faces(img, max_faces=1))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = [{"stage": s, **{k: f"{v:.2f}" for k, v in fp.stats.summary(s).items() if k in ("p50_ms", "p90_ms", "mean_ms")}}
-            for s in ("detect", "align", "embed")]
+            for s in ("detect", "refine", "align", "embed")]
     return rows, n / wall, n / cpu
 
 
