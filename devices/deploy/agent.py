@@ -178,6 +178,12 @@ def _pid(paths):
     return pid
 
 
+def _running(paths, app, systemd):
+    if systemd:
+        return subprocess.call(["systemctl", "--user", "is-active", "--quiet", _unit_name(app)]) == 0
+    return _pid(paths) is not None
+
+
 def stop(paths, app):
     if _systemd_user():
         subprocess.call(["systemctl", "--user", "stop", _unit_name(app)], stderr=subprocess.DEVNULL)
@@ -232,11 +238,12 @@ def wait_healthy(paths, manifest, bid, timeout, settle=3.0):
     """True once the app answers ``/healthz`` for this bundle and keeps running for ``settle`` s."""
     deadline = time.time() + timeout
     healthy_since = None
+    systemd = _systemd_user()
     while time.time() < deadline:
-        alive = _pid(paths) is not None or _systemd_user()
+        alive = _running(paths, manifest["app"], systemd)
         h = health(manifest) if manifest.get("metrics_port") else ({"status": "ok", "bundle": bid} if alive else None)
         ok = alive and h is not None and h.get("status") == "ok" and h.get("bundle") == bid
-        if not alive and not _systemd_user():
+        if not alive and not systemd:  # systemd may be between restarts: wait for it
             return False
         healthy_since = (healthy_since or time.time()) if ok else None
         if healthy_since and time.time() - healthy_since >= settle:
@@ -322,7 +329,7 @@ def status(paths):
         return EXIT_OK
     manifest = _read_manifest(paths, bid)
     h = health(manifest) or {}
-    running = _pid(paths) is not None or bool(h)
+    running = _running(paths, manifest["app"], _systemd_user()) or bool(h)
     _result(ok=running, bundle=bid, app=manifest["app"], running=running, pid=h.get("pid") or _pid(paths),
             uptime_s=h.get("uptime_s"), events=h.get("events"), fps=h.get("fps"), stats=h,
             message="" if running else "not running; log: %s" % os.path.join(paths.logs, "%s.log" % bid))
