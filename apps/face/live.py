@@ -44,7 +44,7 @@ def _usable(app: FaceApp, faces: list[Face], where: str) -> tuple[Face | None, s
 
 
 def enroll_from_camera(app: FaceApp, name: str, source: str, count: int, max_frames: int = 0, min_gap_s: float = 0.2) -> dict:
-    """Keep ``count`` sharp, frontal, single-face frames (at least ``min_gap_s`` apart), then enrol them at once.
+    """Keep ``count`` sharp, frontal, single-face frames (video: at least ``min_gap_s`` apart), then enrol them at once.
 
     Raises:
         FaceError: If the source ends (or ``max_frames`` pass) before enough good frames; nothing is written.
@@ -60,7 +60,7 @@ def enroll_from_camera(app: FaceApp, name: str, source: str, count: int, max_fra
                 face, why = None, "face not frontal"
             if face is None:
                 reasons[why] = reasons.get(why, 0) + 1
-            elif frame.time - last >= min_gap_s:
+            elif frame.path is not None or frame.time - last >= min_gap_s:  # photos of a folder: no time gap
                 kept.append(app.embedder.embed([face.chip])[0])
                 sources.append(f"{source}#frame{frame.index}")
                 last = frame.time
