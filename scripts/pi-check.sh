@@ -8,7 +8,7 @@
 #    the arm64 userland with the bundle's own install.sh, with no index (as a Pi without internet would).
 # 3. Runs the same jobs on x86 (this venv) and arm64: the trigger-word app on its sample WAVs, the
 #    detect app on its demo video (when their shipped models exist), every shipped .tflite on a fixed
-#    input, `edgesdk inspect` -- and checks that the results match.
+#    input and `edgesdk inspect` on it -- and checks that the results match.
 # Needs root (debootstrap, chroot, mounts) and: apt-get install debootstrap qemu-user-static binfmt-support
 # Env: EDGESDK_PI_CACHE (default ~/.cache/edgesdk/pi-check), DEBIAN_MIRROR, PY (host python with edgesdk).
 set -euo pipefail
@@ -50,8 +50,9 @@ cleanup() {
   umount "$ROOTFS/dev" 2>/dev/null || true
 }
 trap cleanup EXIT
-rm -rf "$WORK" && mkdir -p "$WORK/bundle"
+rm -rf "$WORK" && mkdir -p "$WORK/bundle" "$WORK/models"
 cp apps/trigger_word/samples/*.wav apps/detect/samples/demo.mp4 "$WORK/"
+cp apps/*/models/*.tflite "$WORK/models/" 2>/dev/null || true  # the shipped models, the same files on both sides
 cat >"$WORK/pi.yaml" <<'EOF'
 app: trigger-word
 source: activate.wav
@@ -76,7 +77,6 @@ from pathlib import Path
 
 import numpy as np
 
-import apps
 from sdk.cli import main
 from sdk.cli.bench import sample_inputs
 from sdk.runner import Runner
@@ -92,17 +92,19 @@ def cli(name, argv):
     res[name] = {"rc": rc, "lines": [json.loads(x) for x in buf.getvalue().splitlines() if x.startswith("{")]}
 
 
-app_dir = Path(apps.__file__).parent
-if (app_dir / "trigger_word/models/activate_int8.tflite").is_file():
+models = work / "models"
+if (models / "activate_int8.tflite").is_file():
     for wav in ("activate.wav", "other.wav"):
-        cli(f"trigger-word {wav}", ["trigger-word", "--json", "--threads", "1", "--input", str(work / wav)])
-if (app_dir / "detect/models/detect_int8.tflite").is_file():
-    cli("detect demo.mp4", ["detect", "--json", "--threads", "1", "--source", str(work / "demo.mp4"), "--max-frames", "15"])
-for m in sorted(app_dir.rglob("*.tflite")):
+        cli(f"trigger-word {wav}", ["trigger-word", "--json", "--threads", "1", "--model", str(models / "activate_int8.tflite"),
+                                    "--input", str(work / wav)])
+if (models / "detect_int8.tflite").is_file():
+    cli("detect demo.mp4", ["detect", "--json", "--threads", "1", "--model", str(models / "detect_int8.tflite"),
+                            "--source", str(work / "demo.mp4"), "--max-frames", "15"])
+for m in sorted(models.glob("*.tflite")):
     r = Runner(m, threads=1)
     ys = r.run(sample_inputs(r, seed=0))
-    res[f"run {m.relative_to(app_dir)}"] = {"outputs": [np.asarray(y, np.float64).ravel()[:256].tolist() for y in ys]}
-    cli(f"inspect {m.relative_to(app_dir)}", ["inspect", "--json", str(m)])
+    res[f"run {m.name}"] = {"outputs": [np.asarray(y, np.float64).ravel()[:256].tolist() for y in ys]}
+    cli(f"inspect {m.name}", ["inspect", "--json", str(m)])
 res["_tensorflow"] = res["_tensorflow"] or "tensorflow" in sys.modules
 Path(out_path).write_text(json.dumps(res))
 EOF
