@@ -332,3 +332,22 @@ def test_device_side_runs_without_tensorflow(tmp_path, faces):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"match": true' in proc.stdout
+
+
+@needs_default
+def test_eval_side_by_side_with_dlib(capsys, tmp_path):
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    from sdk.face.samples import load_sample, variants
+
+    photo = Path(__file__).resolve().parent / "data" / "faces" / "astronaut.jpg"
+    cv2.imwrite(str(tmp_path / "v.jpg"), variants(load_sample(), 2, seed=7)[1])
+    big = np.full((300, 300, 3), 128, np.uint8)
+    big[50:250, 50:250] = cv2.resize(lfw_face(0)[50:150, 50:150], (200, 200), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "s.png"), big)
+    (tmp_path / "pairs.csv").write_text(f"{photo},v.jpg,1\n{photo},s.png,0\nv.jpg,s.png,0\n")
+    code, rows, _ = cli(capsys, "eval", "face", "--pairs", str(tmp_path / "pairs.csv"), "--compare-dlib")
+    assert code == 0 and [r["pipeline"].split()[0] for r in rows] == ["edgesdk", "dlib"]
+    for r in rows:
+        assert r["pairs"] == 3 and r["auc"] == 1.0 and r["accuracy"] == 1.0 and "warning" in r
+        assert {"detect", "align", "embed"} <= set(r["latency_ms"])
