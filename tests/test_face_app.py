@@ -268,7 +268,7 @@ def test_camera_enroll_and_debounced_verify(capsys, tmp_path, faces):
     code, rows, _ = cli(capsys, *face(faces, db, "verify", "astro", "--source", str(verify_video), "--consistent", "3"))
     assert [r["match"] for r in rows] == [True, False]  # one decision per change, after 3 agreeing frames
     assert rows[0]["frame"] == 2 and rows[1]["frame"] == 7 and rows[1]["reason"].startswith("no face")
-    assert set(rows[0]["latency_ms"]) == {"detect", "align", "embed", "match"} and rows[0]["fps"] > 0
+    assert set(rows[0]["latency_ms"]) >= {"detect", "align", "embed", "match"} and rows[0]["fps"] > 0
     assert code == 1  # the last decision: nobody
     code, _, err = cli(capsys, *face(faces, db, "enroll", "bob", "--source", str(_video(tmp_path / "b.avi", [blank] * 4)), "--count", "2"))
     assert code == 2 and "only 0 of 2 usable frames" in err

@@ -118,7 +118,7 @@ def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, th
                     m = store.verify(name, vec, threshold) if mode == "verify" else store.identify(vec, threshold)
                 key = ("face", m.name, m.match)
             if deb.push(key):
-                lat = {k: round(stats.last_ms(k), 2) for k in ("detect", "align", "embed", "match")}
+                lat = {k: round(stats.last_ms(k), 2) for k in stats.stages}
                 fps = n / max(time.perf_counter() - t_start, 1e-9)
                 ev = {"frame": frame.index, "time": round(frame.time, 3)}
                 if m is None:
