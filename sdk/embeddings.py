@@ -113,7 +113,7 @@ class EmbeddingStore:
             raise StoreError(f"{self.path}: no face database here; enroll someone first or pass --db")
         _create_private(self.path)
         try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA foreign_keys = ON")
             with self._tx():
                 for stmt in SCHEMA.split(";"):
@@ -136,6 +136,7 @@ class EmbeddingStore:
         self.dim = int(meta["dim"])
         self._default_threshold = float(meta.get("default_threshold", default_threshold))
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+        self._version = -1
 
     def _check(self, meta: dict[str, str], model_hash: str, dim: int, model_name: str) -> None:
         if meta.get("model_hash") != model_hash:
@@ -150,7 +151,10 @@ class EmbeddingStore:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` on any exception, Ctrl-C included."""
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:  # another process holds the write lock past the timeout
+            raise StoreError(f"{self.path}: database busy ({e}); another edgesdk process is writing, try again") from e
         try:
             yield
         except BaseException:
@@ -274,7 +278,14 @@ class EmbeddingStore:
         return f"{name!r} is not enrolled in {self.path}{hint}"
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """All embeddings (N, D float32), their identity index (N,) and the identity names."""
+        """All embeddings (N, D float32), their identity index (N,) and the identity names.
+
+        Cached in memory; reloaded when this or another process (an enrolment while a camera
+        loop runs) changed the database, which SQLite's ``data_version`` tells cheaply.
+        """
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._cache, self._version = None, version
         if self._cache is None:
             rows = self._db.execute(
                 "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id ORDER BY i.name, e.id"

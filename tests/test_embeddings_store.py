@@ -44,6 +44,19 @@ def test_round_trip_and_reopen(tmp_path, rng):
             s.remove("alice")
 
 
+def test_other_connections_changes_are_seen(tmp_path, rng):
+    """A camera loop's store sees an enrolment made by another process (connection) meanwhile."""
+    db = tmp_path / "faces.db"
+    a, b = unit(rng, 1), unit(rng, 1)
+    with EmbeddingStore(db, HASH_A, 16) as loop, EmbeddingStore(db, HASH_A, 16) as other:
+        loop.enroll("alice", a)
+        assert loop.identify(b[0], threshold=0.1).name is None
+        other.enroll("bob", b)
+        assert loop.identify(b[0], threshold=0.1).name == "bob"
+        other.remove("bob")
+        assert loop.identify(b[0], threshold=0.1).name is None
+
+
 def test_created_owner_only_even_with_permissive_umask(tmp_path):
     old = os.umask(0)
     try:

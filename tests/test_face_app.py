@@ -231,6 +231,10 @@ def test_largest_and_skip_bad(capsys, tmp_path, faces):
     db = tmp_path / "faces.db"
     code, rows, _ = cli(capsys, *face(faces, db, "enroll", "astro", str(faces["two"]), "--largest"))
     assert code == 0 and rows[0]["enrolled"] == 1
+    code, _, err = cli(capsys, *face(faces, db, "identify", str(faces["two"])))
+    assert code == 2 and "2 faces found" in err and "--largest" in err
+    code, rows, _ = cli(capsys, *face(faces, db, "identify", str(faces["two"]), "--largest"))
+    assert code == 0 and rows[0]["name"] == "astro"
     code, rows, err = cli(capsys, *face(faces, db, "enroll", "astro", str(faces["astro1"]), str(faces["noface"]), "--skip-bad"))
     assert code == 0 and rows[0] == {"name": "astro", "enrolled": 1, "skipped": 1, "embeddings": 2} and "no face" in err
 

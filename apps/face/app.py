@@ -194,7 +194,8 @@ class FaceApp:
     def embed_file(self, path: str | Path, largest: bool = False) -> np.ndarray:
         return self.embed_image(read_image(path), str(path), largest)
 
-    def _store(self) -> EmbeddingStore:
+    def require_store(self) -> EmbeddingStore:
+        """The database, or a FaceError when the command was given none."""
         if self.store is None:
             raise FaceError("this command needs a face database (--db)")
         return self.store
@@ -219,24 +220,24 @@ class FaceApp:
         return self.enroll_vectors(name, np.stack(vecs), used, len(paths) - len(used))
 
     def enroll_vectors(self, name: str, vecs: np.ndarray, sources: Sequence[str], skipped: int = 0) -> dict:
-        total = self._store().enroll(name, vecs, sources)
+        total = self.require_store().enroll(name, vecs, sources)
         return {"name": name, "enrolled": len(vecs), "skipped": skipped, "embeddings": total}
 
-    def verify(self, name: str, path: str | Path, threshold: float | None = None) -> Match:
-        store = self._store()
+    def verify(self, name: str, path: str | Path, threshold: float | None = None, largest: bool = False) -> Match:
+        store = self.require_store()
         store.embeddings_of(name)  # unknown name fails before the (slow) embedding
-        return store.verify(name, self.embed_file(path), threshold)
+        return store.verify(name, self.embed_file(path, largest), threshold)
 
-    def identify(self, path: str | Path, threshold: float | None = None, largest: bool = True) -> Match:
-        store = self._store()
+    def identify(self, path: str | Path, threshold: float | None = None, largest: bool = False) -> Match:
+        store = self.require_store()
         if not store.names():
             store.identify(np.zeros(store.dim, np.float32))  # raises the empty-store message
         return store.identify(self.embed_file(path, largest), threshold)
 
-    def compare(self, a: str | Path, b: str | Path, threshold: float | None = None) -> dict:
+    def compare(self, a: str | Path, b: str | Path, threshold: float | None = None, largest: bool = False) -> dict:
         from sdk.embeddings import distances
 
-        ea, eb = self.embed_file(a), self.embed_file(b)
+        ea, eb = self.embed_file(a, largest), self.embed_file(b, largest)
         thr = threshold if threshold is not None else (self.store.threshold if self.store else self.embedder.threshold)
         d = float(distances(ea[None], eb, self.embedder.metric)[0])
         return {"distance": round(d, 4), "match": d <= thr, "threshold": round(thr, 4)}

@@ -10,7 +10,7 @@ from sdk.cli.output import Output, table
 EXIT_CODES = """exit codes:
   0  success (verify: the face matches; identify: a known face)
   1  verify: no match; identify: nobody known (the JSON line says so)
-  2  bad input: unreadable image, no face, several faces (enroll without --largest), tiny or
+  2  bad input: unreadable image, no face, several faces (without --largest), tiny or
      blurred face, unknown name, empty database, database made with another model, bad option
 On any error nothing is written to the database."""
 
@@ -45,25 +45,26 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     face = sub.add_parser("face", help="face verification with stored embeddings", epilog=EXIT_CODES, formatter_class=fmt)
     fs = face.add_subparsers(dest="face_command", metavar="ACTION", required=True)
     fo, cam = _face_options(), _camera_options()
+    sel = argparse.ArgumentParser(add_help=False)
+    sel.add_argument("--largest", action="store_true", help="use the largest face when an image has several (default: refuse)")
 
     def add(name: str, helptext: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return fs.add_parser(name, help=helptext, parents=[common, *parents], epilog=EXIT_CODES, formatter_class=fmt)
 
-    p = add("enroll", "add a person from photos or camera frames", fo, cam)
+    p = add("enroll", "add a person from photos or camera frames", fo, cam, sel)
     p.add_argument("name", metavar="NAME")
     p.add_argument("images", nargs="*", metavar="IMAGE")
     p.add_argument("--count", type=int, default=5, help="camera: sharp, frontal, single-face frames to keep")
-    p.add_argument("--largest", action="store_true", help="use the largest face when an image has several")
     p.add_argument("--skip-bad", action="store_true", help="skip unusable images with a warning instead of failing")
     p.set_defaults(func=_enroll)
-    p = add("verify", "is this NAME? (distance to NAME's nearest embedding)", fo, cam)
+    p = add("verify", "is this NAME? (distance to NAME's nearest embedding)", fo, cam, sel)
     p.add_argument("name", metavar="NAME")
     p.add_argument("image", nargs="?", metavar="IMAGE")
     p.set_defaults(func=_verify)
-    p = add("identify", "who is this? nearest enrolled identity, or null", fo, cam)
+    p = add("identify", "who is this? nearest enrolled identity, or null", fo, cam, sel)
     p.add_argument("image", nargs="?", metavar="IMAGE")
     p.set_defaults(func=_identify)
-    p = add("compare", "distance between the faces of two images", fo)
+    p = add("compare", "distance between the faces of two images", fo, sel)
     p.add_argument("a", metavar="IMAGE_A")
     p.add_argument("b", metavar="IMAGE_B")
     p.set_defaults(func=_compare)
@@ -120,7 +121,7 @@ def _enroll(args: argparse.Namespace, out: Output) -> int:
     if args.source:
         from apps.face.live import enroll_from_camera
 
-        res = enroll_from_camera(app, args.name, args.source, args.count, args.frames)
+        res = enroll_from_camera(app, args.name, args.source, args.count, args.frames, largest=args.largest)
     else:
         res = app.enroll(args.name, args.images, largest=args.largest, skip_bad=args.skip_bad)
     out.emit(res, f"enrolled {res['name']}: {res['enrolled']} new embedding(s), {res['embeddings']} in all"
@@ -141,8 +142,8 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
     if args.source:
         from apps.face.live import live
 
-        return live(app, out, args.source, "verify", args.name, args.threshold, args.consistent, args.frames)
-    return _emit_match(out, app.verify(args.name, args.image, args.threshold), args.image)
+        return live(app, out, args.source, "verify", args.name, args.threshold, args.consistent, args.frames, args.largest)
+    return _emit_match(out, app.verify(args.name, args.image, args.threshold, args.largest), args.image)
 
 
 def _identify(args: argparse.Namespace, out: Output) -> int:
@@ -151,13 +152,13 @@ def _identify(args: argparse.Namespace, out: Output) -> int:
     if args.source:
         from apps.face.live import live
 
-        return live(app, out, args.source, "identify", None, args.threshold, args.consistent, args.frames)
-    return _emit_match(out, app.identify(args.image, args.threshold), args.image)
+        return live(app, out, args.source, "identify", None, args.threshold, args.consistent, args.frames, args.largest)
+    return _emit_match(out, app.identify(args.image, args.threshold, args.largest), args.image)
 
 
 def _compare(args: argparse.Namespace, out: Output) -> int:
     app = _app(args, with_store=Path(args.db).is_file())
-    res = app.compare(args.a, args.b, args.threshold)
+    res = app.compare(args.a, args.b, args.threshold, args.largest)
     out.emit(res, f"distance {res['distance']:.3f} ({'same person' if res['match'] else 'different people'} at threshold {res['threshold']:.3f})")
     return 0 if res["match"] else 1
 

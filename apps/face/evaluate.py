@@ -81,7 +81,7 @@ def _app_embed(app: Any) -> Callable[[Path], np.ndarray | None]:
 
 def calibrate_report(app: Any, pairs: str | None, far: float, store_it: bool = True) -> dict:
     """Threshold at ``far`` from ``pairs`` or from every pair of the enrolled embeddings; stored unless told not to."""
-    store = app._store()
+    store = app.require_store()
     if pairs:
         dist, same = pair_distances_from(_app_embed(app), read_pairs(pairs), store.metric)
         ok = ~np.isnan(dist)

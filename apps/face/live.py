@@ -36,14 +36,15 @@ def frontal(face: Face, max_roll_deg: float = 15.0) -> bool:
     return roll <= max_roll_deg and 0.25 <= t <= 0.75
 
 
-def _usable(app: FaceApp, faces: list[Face], where: str) -> tuple[Face | None, str]:
+def _usable(app: FaceApp, faces: list[Face], where: str, largest: bool = False) -> tuple[Face | None, str]:
     try:
-        return app.usable(faces, where), ""
+        return app.usable(faces, where, largest), ""
     except FaceError as e:
         return None, str(e).split(": ", 1)[-1]
 
 
-def enroll_from_camera(app: FaceApp, name: str, source: str, count: int, max_frames: int = 0, min_gap_s: float = 0.2) -> dict:
+def enroll_from_camera(app: FaceApp, name: str, source: str, count: int, max_frames: int = 0, min_gap_s: float = 0.2,
+                       largest: bool = False) -> dict:
     """Keep ``count`` sharp, frontal, single-face frames (video: at least ``min_gap_s`` apart), then enrol them at once.
 
     Raises:
@@ -55,7 +56,7 @@ def enroll_from_camera(app: FaceApp, name: str, source: str, count: int, max_fra
     with open_source(source) as frames:
         for frame in frames:
             seen += 1
-            face, why = _usable(app, app.embedder.detect(frame.image), f"frame {frame.index}")
+            face, why = _usable(app, app.embedder.detect(frame.image), f"frame {frame.index}", largest)
             if face is not None and not frontal(face):
                 face, why = None, "face not frontal"
             if face is None:
@@ -92,13 +93,13 @@ class Debouncer:
 
 
 def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, threshold: float | None,
-         consistent: int = 3, max_frames: int = 0) -> int:
+         consistent: int = 3, max_frames: int = 0, largest: bool = False) -> int:
     """Verify ``name`` or identify every frame of ``source``; emit debounced decisions with per-stage latency.
 
     Returns:
         0 if the last decision was a match, 1 otherwise.
     """
-    store = app._store()
+    store = app.require_store()
     if mode == "verify":
         store.embeddings_of(name)  # unknown name: fail before opening the camera
     elif not store.names():
@@ -109,7 +110,7 @@ def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, th
     with open_source(source) as frames:
         for frame in frames:
             n += 1
-            face, why = _usable(app, app.embedder.detect(frame.image), f"frame {frame.index}")
+            face, why = _usable(app, app.embedder.detect(frame.image), f"frame {frame.index}", largest)
             if face is None:
                 key, m = ("none", why), None
             else:
