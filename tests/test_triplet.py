@@ -83,3 +83,26 @@ def test_pk_batches_hold_k_views_of_p_identities(rng):
         assert len(idx) == 6
         ids, counts = np.unique(labels[idx], return_counts=True)
         assert len(ids) == 3 and np.all(counts == 2)
+
+
+def test_train_recipe_runs_a_few_steps(tmp_path, rng):
+    """load_faces (crops given, --detector none) → identity split → two epochs of two PK batches."""
+    import argparse
+
+    import cv2
+
+    from apps.face.train import _split, fit, load_faces
+
+    for p in range(5):
+        base = cv2.resize(rng.integers(0, 255, (4, 4, 3)).astype(np.uint8), (48, 48), interpolation=cv2.INTER_CUBIC)
+        (tmp_path / f"person{p}").mkdir()
+        for k in range(4):
+            noisy = np.clip(base.astype(np.int16) + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(tmp_path / f"person{p}" / f"{k}.png"), noisy)
+    chips, y, names = load_faces(tmp_path, 32, "none")
+    assert chips.shape == (20, 32, 32, 3) and names == [f"person{p}" for p in range(5)]
+    val = _split(y, 0.4, seed=0)
+    assert len(np.unique(y[val])) == 2 and not set(y[val]) & set(y[~val])
+    args = argparse.Namespace(seed=0, size=32, embedding=16, lr=1e-3, epochs=2, steps=2, people=3, per_person=2, patience=3)
+    model, best = fit(chips[~val], y[~val], chips[val], y[val], args)
+    assert model.output_shape == (None, 16) and 1 <= best["epoch"] <= 2 and 0.0 <= best["eer"] <= 1.0
