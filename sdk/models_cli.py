@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     pl.add_argument("name", metavar="NAME")
     pl.add_argument("--dir", default=None, help="where to put it (default: $XDG_DATA_HOME/edgesdk/models)")
     pl.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    pl.add_argument("--no-convert", action="store_true", help="keep a non-TFLite model as downloaded (no conversion)")
     pl.set_defaults(func=_pull)
 
 
@@ -38,8 +39,10 @@ def _list(args: argparse.Namespace, out: Output) -> int:
 def _pull(args: argparse.Namespace, out: Output) -> int:
     from sdk.models_registry import pull
 
-    res = pull(args.name, args.dir, args.registry, progress=not args.no_progress and not args.quiet)
+    res = pull(args.name, args.dir, args.registry, progress=not args.no_progress and not args.quiet, convert=not args.no_convert)
     text = f"{res['name']}: {res['path']} ({res['format']}, {res['license']}, sha256 {res['sha256'][:12]})"
+    if res["tflite"] and res["tflite"] != res["path"]:
+        text += f"\nconverted: {res['tflite']} (card: {res['card']})"
     if res["next"]:
         text += f"\nnext: {res['next']}"
     out.emit(res, text)

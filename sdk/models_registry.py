@@ -7,7 +7,7 @@ The registry is YAML (``sdk/models_registry.yaml``, or ``--registry FILE``)::
         url: https://...              # the file to download (a model, or an archive holding it)
         sha256: <64 hex>              # of the downloaded file, checked before anything is kept
         license: Apache-2.0
-        format: tflite                # tflite (card attached) | dlib-dat (kept; convert with edgesdk convert)
+        format: tflite                # tflite (card attached) | dlib-dat (converted to fp32 TFLite on a host)
         member: path/in/archive       # optional: extract this member of a .zip/.whl/.tar[.gz|.bz2]
         member_sha256: <64 hex>       # optional: of the extracted member
         compression: none             # or bz2 (the file or member is bzip2-compressed)
@@ -177,12 +177,37 @@ def _extract(data_path: Path, entry: RegistryEntry) -> bytes:
     return data
 
 
-def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def convert_dlib(path: Path, progress: bool = True) -> Path:
+    """A pulled dlib ``.dat`` network to ``<stem>_fp32.tflite`` with its card (host side: TensorFlow).
+
+    Imported lazily: the device runtime never needs it. fp32 needs no calibration data; for
+    int8 use ``scripts/build_face_models.py``, which calibrates on aligned face chips.
+    """
+    from converters.convert import convert
+    from converters.dlib import dlib_card, load_dlib_as_keras, read_dat
+
+    net = read_dat(path)
+    out = path.with_name(f"{path.stem}_fp32.tflite")
+    convert(load_dlib_as_keras(net), mode="fp32", output=out, card=dlib_card(net), progress=progress)
+    return out
+
+
+def _host_converter() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("converters", "tensorflow"))
+
+
+def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | None = None, progress: bool = True,
+         convert: bool = True) -> dict[str, Any]:
     """Download, verify and install registry model ``name`` into ``dest_dir``.
 
+    A ``dlib-dat`` model is also converted to TFLite (fp32, with its card) when ``convert``
+    and the host-side converter (TensorFlow) is installed.
+
     Returns:
-        ``{"name", "path", "format", "license", "sha256", "card", "next"}`` (``next``: a
-        command still to run, e.g. the conversion of a non-TFLite model, or ``None``).
+        ``{"name", "path", "format", "license", "sha256", "card", "tflite", "next"}``
+        (``next``: a command still to run, or ``None``).
 
     Raises:
         ConfigError: Unknown name. DownloadError: Network or checksum failure (nothing kept).
@@ -211,8 +236,12 @@ def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | N
             data = embed_card(data, ModelCard.from_dict({**e.card, "license": e.card.get("license", e.license)}, f"models.{name}.card"))
         card = read_card(data)
     atomic_write(target, data)
-    nxt = None
+    nxt, tflite = None, str(target) if e.format == "tflite" else None
     if e.format == "dlib-dat":
-        nxt = f"edgesdk convert {target} --mode fp32 -o {target.with_suffix('')}_fp32.tflite"
-    return {"name": name, "path": str(target), "format": e.format, "license": e.license,
-            "sha256": hashlib.sha256(data).hexdigest(), "card": card.task if card else None, "next": nxt}
+        if convert and _host_converter():
+            tflite = str(convert_dlib(target, progress))
+            card = read_card(tflite)
+        else:
+            nxt = "pip install 'edgesdk[host]' and run `edgesdk models pull` again on a host to convert it to TFLite"
+    return {"name": name, "path": str(target), "format": e.format, "license": e.license, "sha256": hashlib.sha256(data).hexdigest(),
+            "card": card.task if card else None, "tflite": tflite, "next": nxt}

@@ -70,7 +70,7 @@ def write_model(path: Path, threshold: float = 0.7, pool: int = 4) -> Path:
     from sdk.card import ModelCard, atomic_write, embed_card
 
     card = ModelCard(task="face-embed", input={"size": [32, 32], "mean": 127.5, "std": 127.5, "channel_order": "rgb", "crop_margin": 0.1},
-                     output={"embedding_size": (32 // pool) ** 2 * 3, "metric": "euclidean", "threshold": threshold, "normalized": True},
+                     output={"embedding_size": (32 // pool) ** 2 * 3, "metric": "euclidean", "threshold": threshold, "normalised": True},
                      notes="test model: pooled pixels, not a real face embedding")
     atomic_write(path, embed_card(tiny_embed_tflite(pool=pool), card))
     return path

@@ -123,7 +123,8 @@ class TFLiteEmbedder:
         self.dim = int(self.runner.outputs[0].shape[-1])
         self.metric = str(card.output.get("metric", "euclidean"))
         self.threshold = float(card.output.get("threshold", card.output.get("default_threshold", 0.6)))
-        self.normalize = bool(card.output.get("normalized", card.output.get("l2_normalize", True)))
+        # the card says whether descriptors are compared as unit vectors (dlib's are not)
+        self.normalize = bool(card.output.get("normalised", card.output.get("normalized", False)))
         self.model_hash = hashlib.sha256(self.runner.file.data).hexdigest()
         self.model_name = Path(str(model)).name
         self.detector = detector

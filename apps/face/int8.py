@@ -40,7 +40,7 @@ def convert_and_measure(model: Any, train_chips: np.ndarray, val_chips: np.ndarr
         task="face-embed",
         input={"size": [args.size, args.size], "mean": 127.5, "std": 127.5, "channel_order": "rgb", "crop_margin": CROP_MARGIN,
                "detector": args.detector},
-        output={"embedding_size": args.embedding, "metric": "euclidean", "threshold": best["eer_threshold"], "normalized": True},
+        output={"embedding_size": args.embedding, "metric": "euclidean", "threshold": best["eer_threshold"], "normalised": True},
         source={"data": str(args.data), "people": len(names), "faces": int(len(train_chips) + len(val_chips)), "seed": args.seed,
                 "command": command, "keras": keras_path.name},
         notes="FaceNet-style embedding trained with edgesdk train face (triplet loss, semi-hard negatives).")
