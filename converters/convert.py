@@ -296,6 +296,9 @@ def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
     notes = list(info.get("notes", []))
     if info.get("unrolled"):
         notes.append("unrolling copies the recurrent cell per time step, so this model can be larger than the fp32 WHILE-loop one")
+    if mode == "int8" and not rep["full_integer"]:
+        notes.append(f"{rep['float_tensors']} tensors stayed float (the converter found no int8 range for them, e.g. a constant "
+                     "zero-range tensor such as an untrained zero bias); those ops run in float and on the CPU of an Edge TPU")
     if info.get("path") != "from_keras_model":
         notes.append(f"converted via {info.get('path')}")
     with np.load(work / "eval.npz") as z:
