@@ -4,8 +4,8 @@ Greedy NMS in score order, three vectorised strategies with identical results:
 
 * up to ``MATRIX_MAX`` candidates: one IoU matrix (masked to same-class pairs when class-aware),
   the greedy pass ORs its boolean rows;
-* class-aware with ``PAIRS_MIN``–``PAIRS_MAX`` candidates: IoU of same-class pairs only, then a
-  greedy pass over the boxes that overlap a later one;
+* class-aware with more than ``PAIRS_MIN`` candidates (and at most ``PAIRS_MAX`` same-class
+  pairs): IoU of same-class pairs only, then a greedy pass over the boxes overlapping a later one;
 * beyond that: each kept box against every survivor in one vector operation (no quadratic
   memory); classes are separated by shifting each class's boxes beyond every coordinate.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 MATRIX_MAX = 512  # up to this many candidates, an IoU matrix is cheaper than per-box vectors
-# class-aware with more candidates than PAIRS_MIN: same-class pairs (N² booleans, then sparse),
-# which beats the full matrix there (measured with benchmarks/detect_decode.py)
-PAIRS_MIN, PAIRS_MAX = 256, 4096
+# class-aware with more than PAIRS_MIN candidates and at most PAIRS_MAX same-class pairs: IoU of
+# those pairs only, which beats the full matrix there (measured with benchmarks/detect_decode.py)
+PAIRS_MIN, PAIRS_MAX = 150, 2_000_000
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ def nms(
     # float64: class offsets (below) must not cost precision in the IoU
     b = np.asarray(boxes, np.float64).reshape(-1, 4)[order]
     cls = None if class_ids is None or agnostic else np.asarray(class_ids).reshape(-1)[order]
-    if cls is not None and PAIRS_MIN < order.size <= PAIRS_MAX:
+    if cls is not None and PAIRS_MIN < order.size and _pair_count(cls) <= PAIRS_MAX:
         return order[_greedy_pairs(b, iou, max_det, cls)]
     if order.size <= MATRIX_MAX:
         return order[_greedy_matrix(b, iou, max_det, cls)]
@@ -119,24 +119,41 @@ def _greedy_matrix(b: np.ndarray, iou: float, max_det: int, cls: np.ndarray | No
     return np.asarray(keep, np.int64)
 
 
+def _pair_count(cls: np.ndarray) -> int:
+    n = np.unique(cls, return_counts=True)[1].astype(np.int64)
+    return int((n * (n - 1) // 2).sum())
+
+
+def same_class_pairs(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All index pairs ``(i, j)``, ``i < j``, of equal class, in O(N log N + pairs) without an N² mask."""
+    pos = np.argsort(cls, kind="stable")  # stable: indices stay ascending inside each class
+    sc = cls[pos]
+    starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
+    sizes = np.diff(np.r_[starts, sc.size])
+    after = np.repeat(sizes, sizes) - (np.arange(sc.size) - np.repeat(starts, sizes)) - 1  # later boxes of its class
+    first = np.repeat(np.arange(sc.size), after)
+    second = first + 1 + np.arange(first.size) - np.repeat(np.cumsum(after) - after, after)
+    return pos[first], pos[second]
+
+
 def _greedy_pairs(b: np.ndarray, iou: float, max_det: int, cls: np.ndarray) -> np.ndarray:
     """Class-aware greedy NMS on same-class pairs only (boxes already in score order).
 
-    IoU is computed for the same-class pairs ``i < j`` alone, far fewer than N² when there are
-    several classes; the greedy pass then visits only boxes that overlap a later one.
+    IoU is computed for the same-class pairs alone, far fewer than N² when there are several
+    classes; the greedy pass then visits only boxes that overlap a later one.
     """
-    ii, jj = np.nonzero(cls[:, None] == cls)
-    up = ii < jj
-    ii, jj = ii[up], jj[up]
+    ii, jj = same_class_pairs(cls)
     w = np.minimum(b[ii, 2], b[jj, 2]) - np.maximum(b[ii, 0], b[jj, 0])
     h = np.minimum(b[ii, 3], b[jj, 3]) - np.maximum(b[ii, 1], b[jj, 1])
     inter = np.maximum(w, 0) * np.maximum(h, 0)
     area = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
     union = area[ii] + area[jj] - inter
     over = inter > iou * union  # IoU > iou without a division (union 0 means inter 0)
-    ii, jj = ii[over], jj[over]  # still sorted by ii: np.nonzero is row-major
+    ii, jj = ii[over], jj[over]
     removed = np.zeros(len(b), bool)
     if ii.size:
+        o = np.argsort(ii, kind="stable")
+        ii, jj = ii[o], jj[o]
         starts = np.flatnonzero(np.r_[True, ii[1:] != ii[:-1]])
         ends = np.r_[starts[1:], ii.size]
         for s, e in zip(starts.tolist(), ends.tolist()):

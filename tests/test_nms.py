@@ -78,3 +78,13 @@ def test_empty_and_max_det():
     assert nms(np.zeros((0, 4)), np.zeros(0)).size == 0
     boxes = np.array([[0, 0, 1, 1], [5, 5, 6, 6], [9, 9, 10, 10]], np.float32)
     assert nms(boxes, np.array([0.1, 0.3, 0.2]), max_det=2).tolist() == [1, 2]
+
+
+def test_same_class_pairs_enumerates_exactly_the_equal_class_pairs(rng):
+    from sdk.nms import same_class_pairs
+
+    for _ in range(50):
+        c = rng.integers(0, 5, rng.integers(0, 30))
+        i, j = same_class_pairs(c)
+        want = sorted((a, b) for a in range(len(c)) for b in range(a + 1, len(c)) if c[a] == c[b])
+        assert sorted(zip(i.tolist(), j.tolist())) == want
