@@ -122,7 +122,7 @@ def download(url: str, dest: Path, sha256: str, progress: bool = True, timeout: 
     part = dest.with_name(dest.name + ".part")
     digest, done = hashlib.sha256(), 0
     stream = sys.stderr
-    t0 = time.monotonic()
+    t0 = shown = time.monotonic()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as fh:
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -130,8 +130,9 @@ def download(url: str, dest: Path, sha256: str, progress: bool = True, timeout: 
                 fh.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)
-                if progress:
+                if progress and (time.monotonic() - shown > 0.1 or done == total):
                     _progress(done, total, t0, stream)
+                    shown = time.monotonic()
         if progress:
             stream.write("\n")
         if total is not None and done != total:
