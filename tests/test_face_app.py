@@ -216,9 +216,12 @@ def test_enroll_refuses_bad_images_and_writes_nothing(capsys, tmp_path, faces, w
 def test_calibrate_from_the_enrolled_set(capsys, tmp_path, faces):
     db = tmp_path / "faces.db"
     code, _, err = cli(capsys, *face(faces, db, "calibrate"))
-    assert code == 2 and "at least two identities" in err
+    assert code == 2 and "no face database here" in err
     for name, imgs in (("astro", ["astro0", "astro1", "astro2"]), ("lfw0", ["lfw0_0", "lfw0_1"]), ("lfw10", ["lfw10_0", "lfw10_1"])):
         assert cli(capsys, *face(faces, db, "enroll", name, *(str(faces[i]) for i in imgs)))[0] == 0
+        if name == "astro":
+            code, _, err = cli(capsys, *face(faces, db, "calibrate"))
+            assert code == 2 and "at least two identities" in err
     code, rows, _ = cli(capsys, *face(faces, db, "calibrate", "--far", "0.1", "--dry-run"))
     assert code == 0 and rows[0]["genuine_pairs"] == 3 + 1 + 1 and rows[0]["impostor_pairs"] == 21 - 5
     assert rows[0]["stored"] is False and "warning" in rows[0]
@@ -241,6 +244,10 @@ def test_largest_and_skip_bad(capsys, tmp_path, faces):
 
 def test_bad_names_and_databases(capsys, tmp_path, faces):
     db = tmp_path / "faces.db"
+    code, _, err = cli(capsys, *face(faces, db, "identify", str(faces["astro0"])))
+    assert code == 2 and "no face database here" in err and not db.exists()  # nothing written
+    code, _, err = cli(capsys, *face(faces, db, "enroll", "x", str(faces["noface"])))
+    assert code == 2 and "no face found" in err
     code, _, err = cli(capsys, *face(faces, db, "identify", str(faces["astro0"])))
     assert code == 2 and "no enrolled identity" in err
     cli(capsys, *face(faces, db, "enroll", "astro", str(faces["astro0"])))

@@ -91,12 +91,15 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.set_defaults(func=_eval)
 
 
-def _app(args: argparse.Namespace, with_store: bool = True):
+def _app(args: argparse.Namespace, with_store: bool = True, create: bool = False):
+    """The face app for ``args``; only enrolment may create the database (nothing written otherwise)."""
     from apps.face.app import FaceApp
     from apps.face.loader import load_embedder
     from sdk.cli.bench import runner_kwargs
-    from sdk.embeddings import EmbeddingStore
+    from sdk.embeddings import EmbeddingStore, StoreError
 
+    if with_store and not create and not Path(args.db).is_file():
+        raise StoreError(f"{args.db}: no face database here; enroll someone first (`edgesdk face enroll NAME IMAGE...`) or pass --db")
     emb = load_embedder(args.model, args.detector, args.min_face, args.min_sharpness, **runner_kwargs(args))
     store = None
     if with_store:
@@ -117,7 +120,7 @@ def _enroll(args: argparse.Namespace, out: Output) -> int:
     _need_one(args, args.images)
     if args.count < 1:
         raise ConfigError(f"--count must be at least 1, got {args.count}")
-    app = _app(args)
+    app = _app(args, create=True)
     if args.source:
         from apps.face.live import enroll_from_camera
 
