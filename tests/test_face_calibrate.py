@@ -38,6 +38,14 @@ def test_threshold_at_far_never_exceeds_the_target(rng):
         assert thr == pytest.approx(0.5 + far, abs=0.01)  # FAR(t) = t - 0.5
 
 
+def test_roc_table_operating_points(rng):
+    g, i = rng.uniform(0, 1, 5000), rng.uniform(0.5, 1.5, 20_000)
+    rows = cal.roc_table(g, i, (0.01, 0.1))
+    assert [r["target_far"] for r in rows] == [0.01, 0.1]
+    assert rows[0]["threshold"] < rows[1]["threshold"] and rows[0]["tar"] < rows[1]["tar"]
+    assert all(r["far"] <= r["target_far"] for r in rows)
+
+
 def test_separated_sets_threshold_in_the_gap():
     g, i = np.array([0.1, 0.2, 0.3]), np.array([0.6, 0.7, 0.9])
     thr, far, tar = cal.threshold_at_far(g, i, 0.0)

@@ -113,6 +113,15 @@ def summary(genuine: np.ndarray, impostor: np.ndarray, far: float = 1e-3) -> dic
             "accuracy": accuracy_at(g, i, thr)}
 
 
+def roc_table(genuine: np.ndarray, impostor: np.ndarray, fars: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.05, 0.1)) -> list[dict]:
+    """Operating points of the ROC: threshold, achieved FAR and TAR at each target FAR."""
+    rows = []
+    for f in fars:
+        thr, got, tar = threshold_at_far(genuine, impostor, f)
+        rows.append({"target_far": f, "threshold": round(thr, 4), "far": round(got, 5), "tar": round(tar, 4)})
+    return rows
+
+
 def pair_distances(vectors: np.ndarray, labels: np.ndarray, metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
     """Genuine and impostor distances of every pair among ``vectors`` (N, D) with ``labels`` (N,)."""
     v = np.asarray(vectors, dtype=np.float32)

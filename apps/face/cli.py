@@ -171,8 +171,8 @@ def _calibrate(args: argparse.Namespace, out: Output) -> int:
 
     app = _app(args)
     res = calibrate_report(app, args.pairs, args.far, store_it=not args.dry_run)
-    human = "\n".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items())
-    out.emit(res, human)
+    human = "\n".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items() if k != "roc")
+    out.emit(res, human + "\nROC operating points:\n" + table(res["roc"], floatfmt=".4g"))
     return 0
 
 

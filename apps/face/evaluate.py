@@ -95,7 +95,7 @@ def calibrate_report(app: Any, pairs: str | None, far: float, store_it: bool = T
                               f"(found {len(names)}); enroll more people or pass --pairs CSV")
         gen, imp = cal.pair_distances(mat, owner, store.metric)
         source = f"enrolled set ({len(names)} identities, {len(mat)} embeddings)"
-    res = {"source": source, **cal.summary(gen, imp, far)}
+    res = {"source": source, **cal.summary(gen, imp, far), "roc": cal.roc_table(gen, imp)}
     if res["genuine_pairs"] * far < 1 or res["impostor_pairs"] * far < 1:
         res["warning"] = f"{res['impostor_pairs']} impostor pairs cannot measure a FAR of {far}; the threshold is optimistic"
     if store_it:
