@@ -267,6 +267,11 @@ class EmbeddingStore:
             "LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name").fetchall()
         return [{"name": n, "embeddings": c, "created": cr, "updated": up} for n, c, cr, up in rows]
 
+    def require_enrolled(self) -> None:
+        """Raise StoreError (saying how to enrol) when the store holds nobody."""
+        if not self.names():
+            raise StoreError(self._unknown(""))
+
     def _unknown(self, name: str) -> str:
         names = self.names()
         if not names:

@@ -38,7 +38,7 @@ class Face:
 
     box: Box
     score: float
-    chip: np.ndarray | None = None  # BGR uint8 at the embedding model's input size
+    chip: np.ndarray | None = None  # uint8 crop at the embedding model's input size, as the embedder wants it
     landmarks: np.ndarray | None = None  # (K, 2) pixels, when the detector gives them
     sharpness: float = 0.0
     rejected: str | None = None  # why it must not be enrolled or compared (too small, blurred)
@@ -231,8 +231,7 @@ class FaceApp:
 
     def identify(self, path: str | Path, threshold: float | None = None, largest: bool = False) -> Match:
         store = self.require_store()
-        if not store.names():
-            store.identify(np.zeros(store.dim, np.float32))  # raises the empty-store message
+        store.require_enrolled()  # before the (slow) embedding
         return store.identify(self.embed_file(path, largest), threshold)
 
     def compare(self, a: str | Path, b: str | Path, threshold: float | None = None, largest: bool = False) -> dict:

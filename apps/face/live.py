@@ -102,8 +102,8 @@ def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, th
     store = app.require_store()
     if mode == "verify":
         store.embeddings_of(name)  # unknown name: fail before opening the camera
-    elif not store.names():
-        store.identify(np.zeros(store.dim, np.float32))
+    else:
+        store.require_enrolled()
     stats, deb = app.embedder.stats, Debouncer(consistent)
     stats.reset()
     last_match, n, t_start = False, 0, time.perf_counter()
