@@ -112,7 +112,7 @@ def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, th
             n += 1
             face, why = _usable(app, app.embedder.detect(frame.image), f"frame {frame.index}", largest)
             if face is None:
-                key, m = ("none", why), None
+                key, m = ("none",), None  # any unusable frame is "nobody"; the latest reason is reported
             else:
                 vec = app.embedder.embed([face.chip])[0]
                 with stats.time("match"):
@@ -123,7 +123,7 @@ def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, th
                 fps = n / max(time.perf_counter() - t_start, 1e-9)
                 ev = {"frame": frame.index, "time": round(frame.time, 3)}
                 if m is None:
-                    ev.update({"name": None, "match": False, "distance": None, "threshold": threshold or store.threshold, "reason": why})
+                    ev.update({"name": None, "match": False, "distance": None, "threshold": store.threshold if threshold is None else threshold, "reason": why})
                 else:
                     ev.update(m.to_json())
                 ev.update({"latency_ms": lat, "fps": round(fps, 1)})
