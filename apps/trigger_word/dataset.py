@@ -90,20 +90,23 @@ def split_pools(clips: Sequence[Clip]) -> tuple[list[np.ndarray], list[np.ndarra
 
 def make_windows(
     clips: Sequence[Clip], seed: int, window_s: float, neg_minutes: float, lm: LogMel, copies: int = 1,
-    user: Sequence[np.ndarray] = (), course_steps: int | None = None, progress=None,
+    user: Sequence[np.ndarray] = (), course_steps: int | None = None, progress=None, natural_boost: int = 1,
 ) -> Windows:
     """Streams from ``clips`` (one split), their features and labelled windows.
 
     Windows are cut every 100 ms (the device's hop); each positive stream ends at a random
     offset after its word, so the word end falls at every position relative to the hop grid.
+    Positives of engines other than espeak-ng appear ``natural_boost`` times per copy.
     """
     rng = np.random.default_rng(seed)
     pos, negs, real = split_pools(clips)
     babble = negs + real
+    # the few natural-sounding (non-espeak) positives are repeated so they weigh like a real share
+    boosted = pos + [c.audio for c in clips if c.positive and not c.voice.startswith("espeak-ng:")] * (natural_boost - 1)
     streams: list[tuple[np.ndarray, list[A.Event], int]] = []
     for _ in range(copies):
-        for i in rng.permutation(len(pos)):
-            streams.append((*positive_stream(rng, pos[i], window_s, babble, user), 10))
+        for i in rng.permutation(len(boosted)):
+            streams.append((*positive_stream(rng, boosted[i], window_s, babble, user), 10))
         if progress:
             progress(f"positive streams: {len(streams)}")
     for _ in range(int(neg_minutes * 60 / 8)):

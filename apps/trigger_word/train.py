@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     minutes: float = 60.0  # minutes of negative training streams
     copies: int = 2  # augmented copies of every training positive
+    natural_boost: int = 4  # festival positives count this many times (few, but closest to natural speech)
     window_s: float = 1.2
     hop_s: float = 0.1
     epochs: int = 30
@@ -152,12 +153,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the whole recipe; returns the report written next to the model."""
     from apps.trigger_word import data as D
     from apps.trigger_word import dataset as S
-    from apps.trigger_word.app import card_fields
     from apps.trigger_word.augment import load_backgrounds
     from apps.trigger_word.model import course_steps
-    from converters.convert import convert_modes
     from sdk.audio import FeatureParams, LogMel
-    from sdk.card import ModelCard, atomic_write, read_card, write_card
+    from sdk.card import atomic_write
 
     t_start = time.time()
     word = D.check_word(cfg.word)
@@ -171,7 +170,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     frames = lm.frames_for(int(round(cfg.window_s * params.sample_rate)))
     steps = course_steps(frames) if cfg.arch == "course" else None
     _log("mixing training streams")
-    train_w = S.make_windows(corpus.select("train"), cfg.seed, cfg.window_s, cfg.minutes, lm, cfg.copies, user, steps, _log)
+    train_w = S.make_windows(corpus.select("train"), cfg.seed, cfg.window_s, cfg.minutes, lm, cfg.copies, user, steps, _log, cfg.natural_boost)
     val_w = S.make_windows(corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, _log)
     model = fit(cfg, train_w, val_w, frames, params.n_features)
     t_fit = time.time()
@@ -181,13 +180,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model.save(keras_path)
     rng = np.random.default_rng(cfg.seed)
     calib_idx = np.concatenate([rng.choice(np.flatnonzero(train_w.labels == 1), 100), rng.choice(np.flatnonzero(train_w.labels == 0), 200)])
+    report = finish(cfg, corpus, keras_path, train_w.batch(calib_idx, frames), work, out_dir)
+    report.update(train_seconds=round(t_fit - t_start, 1), total_seconds=round(time.time() - t_start, 1))
+    atomic_write(out_dir / f"{stem}_report.json", json.dumps(report, indent=1).encode())
+    _log(f"wrote {report['model']} ({report['size_bytes']} bytes) in {report['total_seconds']:.0f} s")
+    return report
+
+
+def finish(cfg: TrainConfig, corpus: Any, keras_path: Path, calibration: np.ndarray, work: Path, out_dir: Path) -> dict[str, Any]:
+    """Convert, choose the threshold on validation, evaluate on the test sets, write the int8 model."""
+    from apps.trigger_word import dataset as S
+    from apps.trigger_word.app import card_fields
+    from apps.trigger_word.data import check_word
+    from apps.trigger_word.model import level_norm_layer
+    from converters.convert import convert_modes
+    from sdk.audio import FeatureParams
+    from sdk.card import ModelCard, read_card, write_card
+    from sdk.errors import ConversionError
+
+    word, params, stem = check_word(cfg.word), FeatureParams(), keras_path.stem
     card = ModelCard(**card_fields(word, params, cfg.window_s, cfg.hop_s, 0.5, smoothing=1, refractory_s=1.0), license=LICENSE)
     _log("converting to fp32 and int8")
-    res = convert_modes(keras_path, ["fp32", "int8"], output=work, calibration=train_w.batch(calib_idx, frames), card=card, progress=False)
+    res = convert_modes(keras_path, ["fp32", "int8"], output=work, calibration=calibration, card=card, progress=False,
+                        custom_objects={"LevelNorm": level_norm_layer()})
     for m, r in res.items():
         if isinstance(r, str):
-            from sdk.errors import ConversionError
-
             raise ConversionError(f"converting the trained model to {m} failed: {r}")
     paths = {m: res[m].path for m in res}
 
@@ -216,13 +233,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                   source={**c.source, "recipe": f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"},
                   notes=f"trained on synthetic speech (espeak-ng, festival) + real negatives; threshold for <= {FA_TARGET} FA/h on validation")
     write_card(paths["int8"], c, final)
-    report = {"config": asdict(cfg), "model": str(final), "size_bytes": final.stat().st_size, "threshold": threshold,
-              "validation_int8": val_thr, "test": metrics, "train_seconds": round(t_fit - t_start, 1),
-              "total_seconds": round(time.time() - t_start, 1),
-              "voices": {s: len(corpus.voices(s)) for s in D.SPLITS}, "clips": len(corpus.clips)}
-    atomic_write(out_dir / f"{stem}_report.json", json.dumps(report, indent=1).encode())
-    _log(f"wrote {final} ({report['size_bytes']} bytes) in {report['total_seconds']:.0f} s")
-    return report
+    return {"config": asdict(cfg), "model": str(final), "size_bytes": final.stat().st_size, "threshold": threshold,
+            "validation_int8": val_thr, "test": metrics, "voices": {s: len(corpus.voices(s)) for s in ("train", "val", "test")},
+            "clips": len(corpus.clips)}
 
 
 def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

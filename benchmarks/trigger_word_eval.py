@@ -1,0 +1,77 @@
+"""Trigger-word model on the recipe's test sets: FRR, false accepts/hour, delay, speed.
+
+Rebuilds the test sets exactly as ``edgesdk train trigger-word`` does (same seed, same
+cached speech; synthesised on first use, a few minutes) and evaluates one or more models
+with :func:`apps.trigger_word.eval.evaluate` at each model's own threshold:
+
+* ``espeak_test_voices``: espeak-ng voices never seen in training (whole variants held out);
+* ``flite_heldout_engine``: flite, an engine never used in training;
+* ``real_speech_asterisk``: real recorded prompts of the test split as negatives (FA/h) and
+  the two prompts saying "activated" as positives.
+
+Also prints file-processing speed (x real time) on one thread. Not a test.
+
+    .venv/bin/python benchmarks/trigger_word_eval.py [--model M.tflite ...] [--work DIR] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from apps.trigger_word import data as D  # noqa: E402
+from apps.trigger_word import dataset as S  # noqa: E402
+from apps.trigger_word.eval import evaluate  # noqa: E402
+from apps.trigger_word.train import TrainConfig  # noqa: E402
+from sdk.cli.output import table  # noqa: E402
+
+DEFAULT = Path(__file__).resolve().parents[1] / "apps" / "trigger_word" / "models" / "activate_int8.tflite"
+
+
+def speed(model: Path, seconds: float = 120.0) -> float:
+    """x real time of the streaming detector on one thread over ``seconds`` of noise-and-speech audio."""
+    from apps.trigger_word.app import TriggerWordDetector
+    from sdk.runner import Runner
+
+    det = TriggerWordDetector(Runner(model, threads=1))
+    x = (0.05 * np.random.default_rng(0).standard_normal(int(seconds * det.sample_rate))).astype(np.float32)
+    t0 = time.perf_counter()
+    det.scores(x)
+    return seconds / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = TrainConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", nargs="+", type=Path, default=[DEFAULT], help="models to evaluate")
+    ap.add_argument("--work", default=cfg.work, help="speech cache of the training recipe")
+    ap.add_argument("--seed", type=int, default=cfg.seed, help="the recipe's seed")
+    ap.add_argument("--minutes", type=float, default=cfg.test_minutes, help="minutes of espeak negatives (flite: half, real: a third)")
+    args = ap.parse_args(argv)
+    corpus = D.synthesize(D.CorpusConfig(seed=args.seed), Path(args.work).expanduser() / "cache")
+    sets = {
+        "espeak_test_voices": S.eval_set(corpus.select("test", engine="espeak-ng"), args.seed + 3, args.minutes),
+        "flite_heldout_engine": S.eval_set(corpus.select("test", engine="flite"), args.seed + 4, args.minutes / 2),
+        "real_speech_asterisk": S.eval_set(corpus.select("test", engine="asterisk"), args.seed + 5, args.minutes / 3),
+    }
+    rows = []
+    for model in args.model:
+        for name, (pos, neg) in sets.items():
+            r = evaluate(model, pos, neg, progress=False)
+            rows.append({"model": model.name, "set": name, "positives": r["positives"], "neg_min": round(r["negatives_hours"] * 60, 1),
+                         "threshold": r["threshold"], "frr": r["frr"], "fa_per_hour": r["fa_per_hour"],
+                         "delay_ms_median": r["delay_ms_median"], "delay_ms_p90": r["delay_ms_p90"]})
+        rows.append({"model": model.name, "set": "speed, 1 thread", "frr": None, "fa_per_hour": None,
+                     "threshold": None, "positives": None, "neg_min": None, "delay_ms_median": f"{speed(model):.0f}x real time", "delay_ms_p90": None})
+    print(table(rows, ["model", "set", "positives", "neg_min", "threshold", "frr", "fa_per_hour", "delay_ms_median", "delay_ms_p90"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
