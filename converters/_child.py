@@ -124,14 +124,24 @@ def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list
     except ConversionError:
         raise
     except Exception as e:  # noqa: BLE001 - the converter raises many kinds
-        first = next((ln for ln in str(e).splitlines() if "error" in ln.lower()), str(e).splitlines()[0] if str(e) else "")
-        raise ConversionError(f"{mode}: the TFLite converter failed: {type(e).__name__}: {first.strip()[:300]}") from e
+        raise ConversionError(f"{mode}: the TFLite converter failed: {type(e).__name__}: {_first_error(str(e))}") from e
     out = Path(job["dir"]) / f"{mode}.tflite"
     out.write_bytes(data)
     info = {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": any(n.startswith("unrolled recurrent") for n in notes)}
     if job.get("debug_quant") and mode == "int8":
         info["debug_quant"] = worst_layers(tf, built, calib or [])
     return info
+
+
+def _first_error(text: str) -> str:
+    """The first MLIR ``error:`` of a converter message without its ``loc(...)`` prefix."""
+    for line in text.splitlines():
+        if "error:" in line:
+            msg = line.split("error:", 1)[1].strip()
+            if msg.startswith("loc(") and "): " in msg:
+                msg = msg.rsplit("): ", 1)[1]
+            return msg[:300]
+    return (text.strip().splitlines() or [""])[0][:300]
 
 
 def worst_layers(tf: Any, model: Any, calib: list[np.ndarray], top: int = 10) -> list[dict[str, Any]]:
