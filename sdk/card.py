@@ -142,15 +142,19 @@ def embed_card(data: bytes, card: ModelCard) -> bytes:
 def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
-    A crash or Ctrl-C never leaves a half-written file at ``path``.
+    A crash or Ctrl-C never leaves a half-written file at ``path``. ``mode`` defaults to what
+    ``open()`` would create under the current umask.
     """
     p = Path(path)
+    if mode is None:  # what open() would give: mkstemp's 0600 would hide models from other users
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent or ".")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -150,3 +150,19 @@ def test_bad_model_files(tiny, tmp_path, case):
         path.write_bytes(b"")
     with pytest.raises(ModelFormatError, match=str(path.name)):
         Runner(path)
+
+
+def test_atomic_write_respects_umask_and_explicit_mode(tmp_path):
+    import os
+
+    from sdk.card import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.bin", b"x")
+        atomic_write(tmp_path / "b.bin", b"y", mode=0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob(".*.part"))
