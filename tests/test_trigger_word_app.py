@@ -89,6 +89,8 @@ def test_word_span_of_clip_with_noise():
     x = tone_stream([(0.5, 0.4)], 1.5)
     start, end = word_span(x, SR)
     assert abs(start - 0.5) <= 0.02 and abs(end - 0.9) <= 0.02
+    for n in (1, 159, 160, 161, 16001):  # lengths that are not a whole number of 10 ms frames
+        assert word_span(x[:n], SR)[1] <= n / SR + 0.01
 
 
 def test_models_without_trigger_card_are_rejected(tmp_path, models):

@@ -63,8 +63,8 @@ def _load(item: Audio, i: int, what: str, rate: int) -> tuple[str, np.ndarray]:
 def word_span(x: np.ndarray, rate: int) -> tuple[float, float]:
     """Start and end (s) of the non-silent region of a clip (see the module docstring)."""
     hop = max(1, rate // 100)
-    n = max(1, x.shape[0] // hop)
-    frames = np.pad(x, (0, n * hop - x.shape[0]))[: n * hop].reshape(n, hop)
+    n = max(1, -(-x.shape[0] // hop))  # the last partial frame is zero-padded
+    frames = np.pad(x, (0, n * hop - x.shape[0])).reshape(n, hop)
     db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-10)
     level = max(db.max() - 30.0, np.percentile(db, 10) + 10.0)
     active = np.flatnonzero(db >= level)
