@@ -111,11 +111,13 @@ def check_model_path(p: Path) -> None:
             raise ModelFormatError(f"{p}: folder without saved_model.pb; expected a SavedModel folder (model.export(path)) or a .keras file")
         return
     head = p.read_bytes()[:8]
+    if p.suffix == ".dat":  # a dlib DNN (converters.dlib reads it, and says which layers it cannot)
+        return
     if p.suffix == ".keras" and head[:2] == b"PK":
         return
     if p.suffix in (".h5", ".hdf5") and head == b"\x89HDF\r\n\x1a\n":
         return
-    raise ModelFormatError(f"{p}: not a Keras model; expected a .keras file (model.save('m.keras')), an .h5 file or a SavedModel folder")
+    raise ModelFormatError(f"{p}: not a Keras model; expected a .keras file (model.save('m.keras')), an .h5 file, a SavedModel folder or a dlib .dat network")
 
 
 def sha256(path: Path) -> str:
@@ -192,7 +194,8 @@ def convert(
     """Convert ``model`` to a ``.tflite`` file with an embedded model card and an accuracy report.
 
     Args:
-        model: A ``.keras``/``.h5`` path, a SavedModel folder, or an in-memory ``keras.Model``.
+        model: A ``.keras``/``.h5`` path, a SavedModel folder, a dlib DNN ``.dat`` file, or an
+            in-memory ``keras.Model``.
         mode: ``fp32``, ``fp16``, ``dynamic``, ``int8`` (full integer) or ``int16x8``.
         output: Output path; default ``<stem>_<mode>.tflite`` beside the model.
         calibration: Samples for int8/int16x8 (array ``[N, ...]``, list of arrays, .npy/.npz, folder).
@@ -245,10 +248,19 @@ def convert_modes(
     for m in modes:
         # with several modes, --io applies to the modes that support it
         check_options(m, target, io if len(modes) == 1 or io in IO_TYPES[m] else None, calibration)
+    dat = Path(model) if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".dat" else None
+    if dat is not None:
+        from converters.dlib import dlib_card, load_dlib_as_keras, read_dat
+
+        check_model_path(dat)
+        net = read_dat(dat)
+        card = card or dlib_card(net)
+        model = load_dlib_as_keras(net)
     with tempfile.TemporaryDirectory(prefix="edgesdk-convert-") as tmp:
         work = Path(tmp)
         src, in_memory, specs = _source(model, work, custom_objects)
-        outputs = _outputs(None if in_memory else src, modes, output)
+        origin = dat or (None if in_memory else src)  # names the outputs and is hashed into the card
+        outputs = _outputs(origin, modes, output)
         for p in outputs.values():
             check_output(p)
         job = {
@@ -264,7 +276,7 @@ def convert_modes(
                 info["source"] = "array"  # not the temporary .npz it was passed through
         if child.calibration and child.calibration["count"] < RECOMMENDED_CALIBRATION:
             log.warning("calibration: only %d samples; %d+ like the real inputs are recommended", child.calibration["count"], RECOMMENDED_CALIBRATION)
-        ctx = {"src": src, "in_memory": in_memory, "card": card, "child": child, "work": work, "target": target, "progress": progress, "latency_runs": latency_runs}
+        ctx = {"src": origin or src, "in_memory": origin is None, "card": card, "child": child, "work": work, "target": target, "progress": progress, "latency_runs": latency_runs}
         out: dict[str, ConvertResult | str] = {}
         for m in modes:
             out[m] = child.failed[m] if m in child.failed else _finish(m, outputs[m], ctx)

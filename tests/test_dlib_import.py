@@ -199,3 +199,30 @@ def test_our_5point_alignment_reproduces_dlib_chips(reference):
     pts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
     ours = align.warp_chip(rgb, align.dlib5_transform(pts))
     assert np.abs(ours.astype(int) - chip).mean() < 2.0
+
+
+def test_edgesdk_convert_reads_dat_files(tmp_path, capsys):
+    """`edgesdk convert NET.dat`: dlib network → Keras → int8 TFLite with a face-embed card."""
+    import json
+
+    from sdk.cli import main
+    from sdk.runner import Runner
+
+    rng = np.random.default_rng(1)
+    kernel, bias = rng.normal(size=(4, 3, 3, 3)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    fc = rng.normal(size=(4 * 6 * 6, 5)).astype(np.float32)
+    mean = (120.0, 110.5, 100.25)
+    dat = tmp_path / "tiny.dat"
+    dat.write_bytes(_synthetic(kernel, bias, fc, 8, mean))
+    imgs = rng.integers(0, 256, (120, 8, 8, 3)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", imgs)
+    assert main(["convert", str(dat), "--mode", "int8", "--calibration", str(tmp_path / "calib.npy"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = tmp_path / "tiny_int8.tflite"
+    assert res["path"] == str(out)
+    r = Runner(out)
+    assert r.card.task == "face-embed" and r.card.source["file"] == "tiny.dat"
+    got = r.run(imgs[0])[0].ravel()
+    ref = _numpy_reference(imgs[0], kernel, bias, fc, mean)
+    assert _cos(got[None], ref[None].astype(np.float32))[0] > 0.98
+    assert main(["convert", str(tmp_path / "calib.npy"), "--mode", "fp32"]) == 2
