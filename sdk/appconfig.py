@@ -296,6 +296,7 @@ def run_config(path: str | Path, json_mode: bool | None = None) -> int:
     except SystemExit as e:  # argparse already printed why
         raise ConfigError(f"{path}: the app rejected the options (see the message above)") from e
     telemetry = start_telemetry(cfg, config_path=Path(path))
+    _exit_on_sigterm()
     try:
         while True:
             rc = int(args.func(args, Output(json_mode=args.json, sinks=telemetry.sinks)) or 0)
@@ -305,3 +306,16 @@ def run_config(path: str | Path, json_mode: bool | None = None) -> int:
             args = build_parser().parse_args(argv)
     finally:
         telemetry.close()
+
+
+def _exit_on_sigterm() -> None:
+    """systemd and ``deploy push`` stop the app with SIGTERM: leave through ``finally`` so the
+    sources close and MQTT sends what is queued and says ``offline``."""
+    import signal
+    import threading
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, leave)

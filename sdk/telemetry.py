@@ -162,9 +162,11 @@ def _label(value: str) -> str:
 class MetricsServer:
     """``/healthz`` (JSON) and ``/metrics`` (Prometheus text) from a thread; 127.0.0.1 by default."""
 
-    def __init__(self, metrics: Metrics, port: int, host: str = "127.0.0.1", info: dict[str, Any] | None = None) -> None:
+    def __init__(self, metrics: Metrics, port: int, host: str = "127.0.0.1", info: dict[str, Any] | None = None,
+                 stall_s: float = 30.0) -> None:
         self.metrics = metrics
         self.info = dict(info or {})
+        self.stall_s = stall_s
         handler = _handler(self)
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -176,7 +178,11 @@ class MetricsServer:
         self._thread.start()
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "pid": os.getpid(), **self.info, **self.metrics.snapshot()}
+        """``status`` is ``ok``, or ``stalled`` when a frame source has gone quiet (a hung camera)."""
+        snap = self.metrics.snapshot()
+        age = snap["last_emit_age_s"]
+        stalled = snap["frames"] > 0 and age is not None and age > self.stall_s
+        return {"status": "stalled" if stalled else "ok", "pid": os.getpid(), **self.info, **snap}
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -188,7 +194,8 @@ def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
-                self._send(200, "application/json", json.dumps(server.health()) + "\n")
+                health = server.health()
+                self._send(200 if health["status"] == "ok" else 503, "application/json", json.dumps(health) + "\n")
             elif path == "/metrics":
                 self._send(200, "text/plain; version=0.0.4; charset=utf-8", server.metrics.prometheus())
             else:

@@ -155,6 +155,11 @@ def test_run_publishes_mqtt_and_serves_metrics(tone, tmp_path):
         assert re.search(r'edgesdk_events_total\{app="trigger-word",event="trigger"\} [1-9]', text), text
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as r:
             assert json.loads(r.read())["status"] == "ok"
+        # SIGTERM (systemd stop): a clean exit that flushes MQTT: final stats, then "offline"
+        proc.terminate()
+        assert proc.wait(20) == 0
+        msgs = sub.wait_for(lambda ms: ms[-1][0].endswith("/status") and ms[-1][1] == b"offline")
+        assert any(t.endswith("/stats") and json.loads(p)["events"] >= 3 for t, p, _ in msgs)
     finally:
         proc.terminate()
         proc.wait(10)

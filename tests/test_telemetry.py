@@ -87,6 +87,13 @@ def test_metrics_server_http():
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(base + "/nope")
         assert e.value.code == 404
+        # a frame source that went quiet makes the service unhealthy (503)
+        m({"frame": 0, "detections": []})
+        server.stall_s = 0.05
+        time.sleep(0.2)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/healthz")
+        assert e.value.code == 503 and json.loads(e.value.read())["status"] == "stalled"
     finally:
         server.close()
 
