@@ -140,3 +140,11 @@ def test_course_architecture_trains_and_converts_to_int8(tmp_path) -> None:
     det = TriggerWordDetector(res.path)  # the device detector reads the card and the per-step output
     times, scores = det.scores(rng.normal(0, 0.05, 16000).astype(np.float32))
     assert times.shape[0] == scores.shape[0] > 0 and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_threshold_is_chosen_for_the_false_accept_target() -> None:
+    from apps.trigger_word.train import pick_threshold
+
+    det = [[0.1, 0.0, 9.0], [0.3, 0.02, 1.0], [0.5, 0.03, 0.4], [0.7, 0.03, 0.0], [0.9, 0.2, 0.0]]
+    assert pick_threshold(det, 0.5) == 0.6  # lowest FRR (3%) at <= 0.5 FA/h, middle of that plateau
+    assert pick_threshold([[0.5, 0.0, 5.0], [0.9, 0.1, 2.0]], 0.5) == 0.9  # unreachable: fewest false accepts

@@ -1,9 +1,10 @@
 """From a speech corpus to training windows and evaluation sets (NumPy only).
 
-* Training/validation **streams**: short positive streams (one augmented positive in a
-  2 s background, placed so the windows around its end are all seen) and longer negative
-  streams (confusables, sentences, cut-off positives and real speech over backgrounds, words
-  inserted without overlap as in the course). Log-mels of every stream are computed once
+* Training/validation **streams**: short word streams (one augmented word in a 2 s
+  background, placed so the windows around its end are all seen; every positive, and every
+  negative word placed the same way so confusables meet the model exactly where positives
+  do) and longer negative streams (confusables, sentences, cut-off positives and real speech
+  over backgrounds, words inserted without overlap as in the course). Log-mels of every stream are computed once
   with :class:`sdk.audio.LogMel`; windows are index ranges into them, labelled with
   :func:`apps.trigger_word.augment.window_labels`.
 * **Evaluation sets** for :func:`apps.trigger_word.eval.evaluate`: positive clips (one word
@@ -48,8 +49,14 @@ def partial(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return x[: int(x.shape[0] * rng.uniform(0.35, 0.75))]
 
 
-def positive_stream(rng: np.random.Generator, word: np.ndarray, window_s: float, babble: Sequence[np.ndarray], user: Sequence[np.ndarray]) -> tuple[np.ndarray, list[A.Event]]:
-    """One augmented positive in a background of ``window_s + 0.8`` s, ending 0.3-0.8 s before the end."""
+def word_stream(
+    rng: np.random.Generator, word: np.ndarray, window_s: float, babble: Sequence[np.ndarray], user: Sequence[np.ndarray], positive: bool = True,
+) -> tuple[np.ndarray, list[A.Event]]:
+    """One augmented word in a background of ``window_s + 0.8`` s, ending 0.3-0.8 s before the end.
+
+    Used for positives and, identically placed, for confusable negatives: the model sees both
+    at the same position and must tell them apart by the word itself.
+    """
     n = int((window_s + 0.8) * SR)
     w = A.augment(rng, word)[: int(window_s * SR) - SR // 10]
     end = n - int(rng.uniform(0.3, 0.8) * SR)
@@ -59,7 +66,7 @@ def positive_stream(rng: np.random.Generator, word: np.ndarray, window_s: float,
     out = bg * (level / 10 ** (rng.uniform(0, 30) / 20) / A._rms(bg))
     out[start : start + w.shape[0]] += w * (level / A._rms(w))
     out *= min(10 ** (rng.uniform(-6, 6) / 20), 0.99 / (float(np.abs(out).max()) + 1e-9))
-    return out.astype(np.float32), [A.Event(start / SR, (start + w.shape[0]) / SR, True)]
+    return out.astype(np.float32), [A.Event(start / SR, (start + w.shape[0]) / SR, positive)]
 
 
 def negative_stream(
@@ -106,9 +113,12 @@ def make_windows(
     streams: list[tuple[np.ndarray, list[A.Event], int]] = []
     for _ in range(copies):
         for i in rng.permutation(len(boosted)):
-            streams.append((*positive_stream(rng, boosted[i], window_s, babble, user), 10))
+            streams.append((*word_stream(rng, boosted[i], window_s, babble, user), 10))
         if progress:
             progress(f"positive streams: {len(streams)}")
+    # every negative word (synthetic confusables, sentences, real prompts) once, placed like a positive
+    for x in negs + real:
+        streams.append((*word_stream(rng, x, window_s, babble, user, positive=False), 10))
     for _ in range(int(neg_minutes * 60 / 8)):
         streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user), 10))
     if progress:
@@ -137,8 +147,8 @@ def windows_from_streams(streams: Sequence[tuple[np.ndarray, list[A.Event], int]
     return Windows(np.concatenate(feats), np.concatenate(starts), np.concatenate(labels), np.concatenate(seq) if seq else None)
 
 
-def eval_set(clips: Sequence[Clip], seed: int, neg_minutes: float, user: Sequence[np.ndarray] = (), max_pos: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(positive clips, negative streams) for :func:`apps.trigger_word.eval.evaluate`.
+def eval_set(clips: Sequence[Clip], seed: int, neg_minutes: float, user: Sequence[np.ndarray] = (), max_pos: int | None = None) -> tuple[list, list[np.ndarray]]:
+    """(positives as ``(clip, (word_start_s, word_end_s))``, negative streams) for :func:`apps.trigger_word.eval.evaluate`.
 
     Positives: each word alone (not augmented) in 0.5 s + word + 0.5 s of a random background
     at 5-30 dB SNR. Negatives: 8 s streams of 1-5 negative words (no cut-off positives).
@@ -151,8 +161,8 @@ def eval_set(clips: Sequence[Clip], seed: int, neg_minutes: float, user: Sequenc
     pos_out = []
     for w in pos:
         bg = A.background(rng, w.shape[0] + SR, babble, user)
-        x, _ = A.mix(rng, bg, [(w, True)], snr_db=(5.0, 30.0))
-        pos_out.append(x)
+        x, ev = A.mix(rng, bg, [(w, True)], snr_db=(5.0, 30.0))
+        pos_out.append((x, (ev[0].start, ev[0].end)))  # the known word span: no guessing under noise
     neg_out = []
     pool = [(x, False) for x in negs + real]
     for _ in range(int(neg_minutes * 60 / 8)):

@@ -125,10 +125,15 @@ def fit(cfg: TrainConfig, train_w: Any, val_w: Any, frames: int, n_features: int
 
 
 def pick_threshold(det: list[list[float]], fa_target: float = FA_TARGET) -> float:
-    """Threshold with the lowest FRR at <= ``fa_target`` FA/h (ties: the lowest such threshold + margin)."""
-    ok = [(frr, thr) for thr, frr, fa in det if fa is not None and frr is not None and fa <= fa_target]
-    if not ok:
-        return max(t for t, _, _ in det)
+    """Threshold with the lowest FRR at <= ``fa_target`` FA/h (the middle of the best plateau).
+
+    ``det`` rows are ``[threshold, frr, fa_per_hour]`` as returned by ``evaluate``.
+    """
+    rows = [(thr, frr, fa) for thr, frr, fa in det if fa is not None and frr is not None]
+    ok = [(frr, thr) for thr, frr, fa in rows if fa <= fa_target]
+    if not ok:  # the target is out of reach: fewest false accepts, then fewest misses
+        _log(f"no threshold reaches <= {fa_target} false accepts/hour on validation; taking the fewest")
+        return min(rows, key=lambda r: (r[2], r[1]))[0]
     best = min(f for f, _ in ok)
     lo = min(t for f, t in ok if f == best)
     hi = max(t for f, t in ok if f == best)
