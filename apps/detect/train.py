@@ -46,6 +46,7 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--batch", type=int, default=32, help="batch size")
     p.add_argument("--width", type=int, default=32, help="base channel width of the network")
     p.add_argument("--patience", type=int, default=4, help="early stopping patience in epochs")
+    p.add_argument("--init", help="start training from the weights of this .keras detector (same classes, --imgsz and --width), e.g. to continue a run")
     p.add_argument("--keras", help="skip training: convert and evaluate this saved detector (.keras from an earlier run)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
     p.set_defaults(func=run_train)
@@ -163,6 +164,8 @@ def train_model(train, val, args: argparse.Namespace):
 
     keras.utils.set_random_seed(args.seed)
     net = build_model(len(train.labels), (args.imgsz, args.imgsz), STRIDES, args.width)
+    if getattr(args, "init", None):
+        _load_init(net, args.init)
     _log(f"model: {net.count_params():,} parameters, {len(train)} training images, up to {args.epochs} epochs")
     trainer = make_trainer(net)
     trainer.compile(optimizer=keras.optimizers.Adam(2e-3))
@@ -175,6 +178,21 @@ def train_model(train, val, args: argparse.Namespace):
     return net
 
 
+def _load_init(net, path: str) -> None:
+    """Copy the weights of a saved detector into ``net`` (same architecture required)."""
+    import keras
+
+    from apps.detect.model import DecodeBoxes
+    from sdk.errors import ConfigError
+
+    try:
+        src = keras.saving.load_model(path, custom_objects={"DecodeBoxes": DecodeBoxes}, compile=False)
+        net.set_weights(src.get_weights())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--init {path}: cannot use it as starting weights ({str(e).splitlines()[0][:160]}); it must be a detect.keras with the same classes, --imgsz and --width") from e
+    _log(f"starting from the weights of {path}")
+
+
 def card_for(labels, args: argparse.Namespace, desc: str):
     """The detect model card (the converter adds quantization, source and version)."""
     from sdk.card import ModelCard
@@ -185,7 +203,9 @@ def card_for(labels, args: argparse.Namespace, desc: str):
         input={"size": [args.imgsz, args.imgsz], **INPUT_SPEC},
         output={"decoder": "yolo-split", "box_format": "xyxy", "box_units": "normalized", "strides": list(STRIDES), "labels": list(labels)},
         license="Apache-2.0 (weights); training images generated from CC0/public-domain scikit-image photographs" if generated else "",
-        notes=f"edgesdk train detect --seed {args.seed} --imgsz {args.imgsz} --epochs {args.epochs}; data: {desc}",
+        notes=f"edgesdk train detect --seed {args.seed} --imgsz {args.imgsz} --width {args.width} --epochs {args.epochs}"
+        + (f" --init {Path(args.init).name}" if getattr(args, "init", None) else "")
+        + f"; data: {desc}",
     )
 
 
@@ -216,7 +236,7 @@ def export_and_evaluate(net, train, test, args: argparse.Namespace, desc: str) -
         path = out / f"detect_{mode}.tflite"
         c = read_card(path)
         on = f"{len(test)} held-out images ({'generated, seed ' + str(args.seed * 1000 + 2) if not args.data else args.data})"
-        metrics = {**c.metrics, "map50": results[mode]["map50"], "map50_95": results[mode]["map"], "float_map50": results["fp32"]["map50"], "on": on}
+        metrics = {**c.metrics, "map50": results[mode]["map50"], "map50_95": results[mode]["map"], "float_map50": results["fp32"]["map50"], "eval_set": on}
         write_card(path, dataclasses.replace(c, metrics=metrics))
     return results
 
