@@ -165,3 +165,20 @@ def test_run_publishes_mqtt_and_serves_metrics(tone, tmp_path):
         proc.wait(10)
         sub.close()
         broker.stop()
+
+
+@pytest.mark.tensorflow
+def test_bundle_straight_from_a_converted_model(tone, tmp_path, capsys):
+    """convert -> deploy bundle MODEL.tflite -> deploy push: the card's task picks the app."""
+    import tarfile
+
+    import yaml
+
+    out = tmp_path / "b.tar.gz"
+    assert main(["deploy", "bundle", "--json", str(tone / "tone.tflite"), "--profile", "rpi5", "-o", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["app"] == "trigger-word"
+    with tarfile.open(out) as tar:
+        cfg = yaml.safe_load(tar.extractfile("config.yaml").read())
+        assert "models/tone.tflite" in tar.getnames()
+    assert cfg["app"] == "trigger-word" and cfg["model"] == "models/tone.tflite" and cfg["source"] == "mic"
+    assert main(["deploy", "bundle", str(tmp_path / "nothing.tflite"), "--profile", "rpi5", "-o", str(out)]) == 2

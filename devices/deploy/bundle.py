@@ -112,6 +112,34 @@ def make_bundle(config: str | Path, output: str | Path, profile: str | None = No
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
+TASK_APPS = {"trigger-word": "trigger-word", "detect": "detect"}
+
+
+def config_for_model(model: str | Path, folder: str | Path, source: str | None = None, profile: str | None = None) -> Path:
+    """Write a default app config for a converted model into ``folder`` (``deploy bundle MODEL.tflite``).
+
+    The app comes from the model card's task; the source defaults to the microphone or camera 0.
+
+    Raises:
+        ConfigError: No card, or a task that needs more than a model (face: a database of people).
+    """
+    import yaml
+
+    from sdk.card import read_card
+
+    card = read_card(model)
+    if card is None or card.task not in TASK_APPS:
+        task = card.task if card else "none (no model card)"
+        raise ConfigError(f"{model}: cannot tell the app from the model card (task: {task}); "
+                          "write a config with `edgesdk config init APP` and bundle that")
+    app = TASK_APPS[card.task]
+    cfg = {"app": app, "model": str(Path(model).resolve()), "source": source or ("mic" if app == "trigger-word" else "0"),
+           "profile": profile, "outputs": {"json": True, "metrics_port": 9100}}
+    path = Path(folder) / f"{app}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=True))
+    return path
+
+
 def _pack_files(cfg: Any, base: Path, profile: str, files: dict[str, bytes]) -> Any:
     """Copy the model, a file source and path options into ``files``; return the rewritten config."""
     from sdk.appconfig import APPS

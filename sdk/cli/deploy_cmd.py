@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ds = dep.add_subparsers(dest="deploy_command", metavar="ACTION", required=True)
     p = ds.add_parser("bundle", parents=[common], formatter_class=fmt,
                       help="a reproducible .tar.gz: models, config, device-side edgesdk, install script, systemd unit, manifest")
-    p.add_argument("config", metavar="CONFIG.yaml", help="the app config (`edgesdk config init APP`)")
+    p.add_argument("config", metavar="CONFIG.yaml|MODEL.tflite",
+                   help="the app config (`edgesdk config init APP`), or a converted model: its card's task picks the app")
+    p.add_argument("--source", default=None, help="with MODEL.tflite: the app's source (default: mic / camera 0)")
     p.add_argument("-o", "--output", default=None, help="archive to write (default: APP-PROFILE.tar.gz)")
     p.add_argument("--profile", default=None, help="device profile (default: the config's)")
     p.add_argument("--offline", action="store_true", help="add the target's wheels so the device needs no internet")
@@ -48,16 +50,24 @@ def _ssh_args(p: argparse.ArgumentParser) -> None:
 
 
 def _bundle(args: argparse.Namespace, out: Output) -> int:
+    import tempfile
     from pathlib import Path
 
-    from devices.deploy.bundle import make_bundle
+    from devices.deploy.bundle import config_for_model, make_bundle
     from sdk.appconfig import load_config
+    from sdk.errors import ConfigError
 
-    output = args.output
-    if output is None:
-        cfg = load_config(args.config)
-        output = f"{cfg.app}-{args.profile or cfg.profile or 'device'}{'-offline' if args.offline else ''}.tar.gz"
-    res = make_bundle(args.config, output, profile=args.profile, offline=args.offline, python=args.python_version)
+    with tempfile.TemporaryDirectory(prefix="edgesdk-bundle-") as tmp:
+        config = args.config
+        if config.endswith(".tflite"):
+            config = config_for_model(config, tmp, args.source, args.profile)
+        elif args.source:
+            raise ConfigError("--source: only with MODEL.tflite; a config sets `source:` itself")
+        output = args.output
+        if output is None:
+            cfg = load_config(config)
+            output = f"{cfg.app}-{args.profile or cfg.profile or 'device'}{'-offline' if args.offline else ''}.tar.gz"
+        res = make_bundle(config, output, profile=args.profile, offline=args.offline, python=args.python_version)
     size = res["size_bytes"] / 1e6
     out.emit(res, f"{res['bundle']}: {res['app']} for {res['profile']} ({res['arch']}), {res['files']} files, "
                   f"{size:.1f} MB, id {res['id']}{', offline wheels' if res['offline'] else ''}\n"
