@@ -63,12 +63,13 @@ class Letterbox:
             A new float32 array ``[N, 4]``.
         """
         b = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
-        out = np.empty_like(b)
-        out[:, 0::2] = (b[:, 0::2] - self.pad_x) / self.scale
-        out[:, 1::2] = (b[:, 1::2] - self.pad_y) / self.sy
+        # two whole-array ops (no strided slices): this runs on every frame
+        out = b - np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], np.float32)
+        out *= np.array([1 / self.scale, 1 / self.sy, 1 / self.scale, 1 / self.sy], np.float32)
         if clip and self.src_w and self.src_h:
-            np.clip(out[:, 0::2], 0, self.src_w, out=out[:, 0::2])
-            np.clip(out[:, 1::2], 0, self.src_h, out=out[:, 1::2])
+            # minimum/maximum: np.clip's Python wrapper costs more than the work on a few boxes
+            np.maximum(out, 0, out=out)
+            np.minimum(out, np.array([self.src_w, self.src_h, self.src_w, self.src_h], np.float32), out=out)
         return out
 
     def map(self, boxes_xyxy: np.ndarray) -> np.ndarray:
@@ -121,7 +122,10 @@ class Letterboxer:
             dst[:] = img
         else:
             interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
-            dst[:] = cv2.resize(img, (nw, nh), interpolation=interp)
+            if dst.flags.c_contiguous:  # full-width band: resize straight into the buffer
+                cv2.resize(img, (nw, nh), dst=dst, interpolation=interp)
+            else:
+                dst[:] = cv2.resize(img, (nw, nh), interpolation=interp)
         # the exact per-axis scale of the resized region (rounding makes it differ slightly from r)
         return self._buf, Letterbox(nw / sw, float(px), float(py), sw, sh, nh / sh)
 
@@ -255,6 +259,10 @@ class Preprocessor:
             same = bool(np.all(table == table[:, :1]))
             # cv2.LUT wants uint8 bits; a single-channel table is 3x faster than a 3-channel one
             self._lut = np.ascontiguousarray(table[:, 0] if same else table[None]).view(np.uint8)
+            # the usual int8 input (scale 1/255, zero point -128) maps pixel p to p - 128, whose
+            # bits are p ^ 0x80: one XOR instead of a table lookup
+            bits = np.ascontiguousarray(table).view(np.uint8)
+            self._xor = bool(np.all(bits == (np.arange(256, dtype=np.uint8) ^ 0x80)[:, None]))
             self._qbuf = np.empty((1, h, w, 3), dtype=np.uint8)
             self._tensor = self._qbuf.view(self._dtype)
         else:
@@ -286,7 +294,15 @@ class Preprocessor:
         if self._lut is None:
             normalize(boxed, self.mean, self.std, self.channel_order, out=self._tensor[0])
             return self._tensor, lb
+        q = self._qbuf[0]
+        if self._xor:
+            if self.channel_order == "rgb":
+                cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB, dst=q)
+            else:
+                q[:] = boxed
+            np.bitwise_xor(q, np.uint8(0x80), out=q)
+            return self._tensor, lb
         if self.channel_order == "rgb":
             cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB, dst=boxed)  # the buffer is rewritten every call
-        cv2.LUT(boxed, self._lut, dst=self._qbuf[0])
+        cv2.LUT(boxed, self._lut, dst=q)
         return self._tensor, lb

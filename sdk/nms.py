@@ -68,8 +68,8 @@ def nms(
         ``[K]`` int64 indices into ``boxes``.
     """
     n = len(scores)
-    if n == 0 or max_det <= 0:
-        return np.zeros(0, np.int64)
+    if n <= 1 or max_det <= 0:
+        return np.zeros(min(n, max(max_det, 0)), np.int64)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")[:max_candidates]
     # float64: class offsets (below) must not cost precision in the IoU
     b = np.asarray(boxes, np.float64).reshape(-1, 4)[order]
@@ -86,8 +86,21 @@ def nms(
 
 def _overlaps(b: np.ndarray, iou: float) -> np.ndarray:
     """Boolean ``[N, N]``: IoU > ``iou``, tested as ``inter > iou * union`` (no division)."""
+    if len(b) <= 64:  # few boxes: fewer, broadcast calls beat per-coordinate ones
+        f = b.astype(np.float32)
+        wh = np.minimum(f[:, None, 2:], f[None, :, 2:])
+        wh -= np.maximum(f[:, None, :2], f[None, :, :2])
+        np.maximum(wh, 0, out=wh)
+        inter = wh[..., 0] * wh[..., 1]
+        d = f[:, 2:] - f[:, :2]
+        np.maximum(d, 0, out=d)
+        area = d[:, 0] * d[:, 1]
+        union = area[:, None] + area
+        union -= inter
+        union *= np.float32(iou)
+        return inter > union
     # float32 halves the memory traffic of the N×N temporaries; relative error ~1e-7
-    x1, y1, x2, y2 = (b[:, k].astype(np.float32) for k in range(4))
+    x1, y1, x2, y2 = b.astype(np.float32).T
     w = np.minimum(x2[:, None], x2)
     w -= np.maximum(x1[:, None], x1)
     np.maximum(w, 0, out=w)
