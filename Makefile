@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system demo test lint bench clean
+.PHONY: setup system demo test lint bench pi-check clean
 
 system:
 	@bash scripts/system-deps.sh
@@ -28,6 +28,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# The device side in an emulated arm64 Debian userland (slow: ~40 min the first time, then ~4 min)
+pi-check: setup
+	bash scripts/pi-check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
