@@ -140,7 +140,7 @@ def scene(t: int) -> list[tuple[int, int, int]]:
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("video") / "squares.avi"
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (512, 384))
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 200, (512, 384))  # 5 ms a frame: --realtime outruns any model
     for t in range(12):
         f = np.zeros((384, 512, 3), np.uint8)
         for i, j, c in scene(t):
@@ -258,7 +258,7 @@ def test_ultralytics_style_int8_export_runs_with_no_flags(models, video, capsys)
 def test_latest_frame_policy_with_a_slow_model(models, video):
     det = Detector(Runner(models / "slow_fp32.tflite", threads=1))
     events = []
-    with open_source(video, realtime=True) as src:  # 25 fps, the model is much slower
+    with open_source(video, realtime=True) as src:  # 200 fps, the model is much slower
         qmax = []
 
         def emit(ev, dets, frame):
