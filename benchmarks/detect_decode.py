@@ -4,7 +4,10 @@ Synthetic outputs shaped like real ones: most of the 8400 cells score low, each 
 up a cluster of neighbouring cells with jittered boxes (what a trained YOLOv8 produces), and a
 worst case with hundreds of scattered candidates. Prints p50/p90 in ms.
 
-    .venv/bin/python benchmarks/detect_decode.py [--runs 300]
+With ``--model``, also the whole per-frame pipeline of that model on a video (default: the
+bundled demo) and the share of the frame time spent outside ``invoke()`` (target ≤ 15%).
+
+    .venv/bin/python benchmarks/detect_decode.py [--runs 300] [--model M.tflite [--video V] [--threads N]]
 """
 
 from __future__ import annotations
@@ -55,10 +58,43 @@ def timed(fn, runs: int) -> tuple[float, float]:
     return float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 90) * 1e3)
 
 
+def pipeline(model: str, video: str, threads: int | None, passes: int = 5) -> None:
+    """Per-stage p50/mean of the detect pipeline over every frame of ``video``, decoded up front."""
+    import cv2
+
+    from apps.detect.app import Detector
+    from sdk.runner import Runner
+
+    cap = cv2.VideoCapture(video)
+    frames = []
+    while (frame := cap.read()[1]) is not None:
+        frames.append(frame)
+    det = Detector(Runner(model, threads=threads))
+    for f in frames[:10]:
+        det(f)
+    det.stats.reset()
+    for _ in range(passes):
+        for f in frames:
+            det(f)
+    s = det.stats.summaries()
+    rows = [{"stage": k, "p50_ms": v["p50_ms"], "mean_ms": v["mean_ms"]} for k, v in s.items()]
+    print(table(rows, floatfmt=".3f"))
+    for stat in ("p50_ms", "mean_ms"):
+        total = sum(v[stat] for v in s.values())
+        print(f"outside invoke() ({stat[:-3]}): {100 * (total - s['infer'][stat]) / total:.1f}% of the frame time")
+    print(f"{model}, {len(frames)} frames × {passes} of {video}, threads {det.runner.threads}, {det.reason}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--model", default=None, help="also time the whole pipeline of this .tflite on --video")
+    ap.add_argument("--video", default="apps/detect/samples/demo.mp4")
+    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    if args.model:
+        pipeline(args.model, args.video, args.threads)
+        print()
     dec = make_decoder("yolov8", (W, H))
     rows = []
     cases = [("5 objects × 10", 5, 10, 0), ("20 objects × 10", 20, 10, 0), ("50 objects × 8", 50, 8, 0), ("300 scattered", 0, 0, 300)]
