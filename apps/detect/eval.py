@@ -177,6 +177,8 @@ def evaluate(model: Any, images_dir: str | Path, coco_json: str | Path, progress
     cat_of, how = _category_map(det.labels, gt["categories"])
     dets, used, skipped = [], [], 0
     t0 = time.monotonic()
+    tty = sys.stderr.isatty()
+    cr, end = ("\r", "") if tty else ("", "\n")
     for k, im in enumerate(gt["images"]):
         img = cv2.imread(str(Path(images_dir) / im["file_name"]), cv2.IMREAD_COLOR)
         if img is None:
@@ -188,9 +190,10 @@ def evaluate(model: Any, images_dir: str | Path, coco_json: str | Path, progress
             if d.class_id in cat_of:
                 b = d.box
                 dets.append({"image_id": im["id"], "category_id": cat_of[d.class_id], "bbox": [b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1], "score": d.score})
-        if progress and (k % 20 == 19 or k + 1 == len(gt["images"])):
-            print(f"\reval: {k + 1}/{len(gt['images'])} images ({time.monotonic() - t0:.0f} s)", end="", file=sys.stderr, flush=True)
-    if progress:
+        if progress and (k % (20 if tty else 100) == (19 if tty else 99) or k + 1 == len(gt["images"])):
+            # one updating line on a terminal, a line every 100 images in a log file
+            print(f"{cr}eval: {k + 1}/{len(gt['images'])} images ({time.monotonic() - t0:.0f} s)", end=end, file=sys.stderr, flush=True)
+    if progress and tty:
         print(file=sys.stderr)
     res = coco_ap({**gt, "images": used}, dets)
     names = {c["id"]: c["name"] for c in gt["categories"]}
