@@ -5,7 +5,8 @@ set -euo pipefail
 # trigger-word training: real speech (asterisk, CC-BY-SA) and two more TTS engines (festival voices train, flite tests)
 PKGS=(python3-venv libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng opencv-data gcc
       asterisk-core-sounds-en-wav festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
-      mosquitto mosquitto-clients openssh-server openssh-client)
+      mosquitto mosquitto-clients openssh-server openssh-client
+      chromium chromium-driver)
 # deploy tests: a real MQTT broker and sshd on 127.0.0.1
 missing=()
 for p in "${PKGS[@]}"; do

@@ -9,6 +9,7 @@ from typing import Any
 from sdk.cli.bench import add_runner_args, runner_kwargs
 from sdk.cli.output import Output, table
 from sdk.errors import ConfigError
+from sdk.web.cli import add_serve_args
 
 log = logging.getLogger("edgesdk")
 
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: only at the end)")
     add_runner_args(p)
+    add_serve_args(p)
     p.set_defaults(func=run_detect)
 
 
@@ -64,18 +66,23 @@ def make_detector(model: str | None, args: argparse.Namespace) -> Any:
 
 
 def run_detect(args: argparse.Namespace, out: Output) -> int:
-    from apps.detect.app import AnnotatedSaver, Window, human_line, run_stream
+    from apps.detect.app import AnnotatedSaver, Window, annotate, human_line, run_stream
     from sdk.sources.video import open_source
+    from sdk.web.cli import serve_options, start_web, stop_web
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")
+    serve = serve_options(args)
     det = make_detector(args.model, args)
     window = Window() if args.show else None
+    web = start_web(serve, out, "detect", det.runner, args.source, draw=annotate)
     with open_source(args.source, size=args.size, fps=args.fps, realtime=args.realtime) as src:
         saver = AnnotatedSaver(args.save, src.fps) if args.save else None
 
         def emit(ev: dict[str, Any], dets: list, frame: Any) -> bool:
             out.emit(ev, human_line(ev))
+            if web is not None:  # a reference swap; drawing and encoding happen in the viewers' threads
+                web.frames.publish(frame.image, dets)
             if saver is not None:
                 saver.write(frame, dets)
             return window.show(frame, dets) if window is not None else True
@@ -89,6 +96,7 @@ def run_detect(args: argparse.Namespace, out: Output) -> int:
                 saver.close(keep=ok)
             if window is not None:
                 window.close()
+            stop_web(web, serve)
     if saver is not None:
         log.info("detect: wrote %d annotated frame(s) to %s", saver.count, args.save)
     log.debug("detect: totals %s", totals)

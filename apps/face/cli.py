@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sdk.cli.output import Output, table
+from sdk.web.cli import add_serve_args
 
 EXIT_CODES = """exit codes:
   0  success (verify: the face matches; identify: a known face)
@@ -40,6 +41,29 @@ def _camera_options() -> argparse.ArgumentParser:
     return p
 
 
+def _live(app, args: argparse.Namespace, out: Output, mode: str, name: str | None) -> int:
+    """Camera verify/identify, with the web view when ``--serve`` is given (read-only: no enrolment through it)."""
+    from apps.face.live import live
+    from sdk.web.cli import serve_options, start_web, stop_web
+
+    serve = serve_options(args)
+    emb = app.embedder
+    runner = getattr(emb, "runner", None) or getattr(getattr(emb, "pipeline", None), "embedder", None)  # TFLite or pipeline embedder
+    web = start_web(serve, out, "face", runner, args.source, frame_hook=True, identities=lambda: _identities(args.db))
+    try:
+        return live(app, out, args.source, mode, name, args.threshold, args.consistent, args.frames, args.largest,
+                    on_frame=web.metrics if web is not None else None)
+    finally:
+        stop_web(web, serve)
+
+
+def _identities(db: str) -> list[dict]:
+    from sdk.embeddings import EmbeddingStore
+
+    with EmbeddingStore(db, None) as store:  # a connection of the web thread's own (SQLite objects stay in their thread)
+        return [{"name": r["name"], "embeddings": r["embeddings"]} for r in store.identities()]
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     face = sub.add_parser("face", help="face verification with stored embeddings", epilog=EXIT_CODES, formatter_class=fmt)
@@ -60,9 +84,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = add("verify", "is this NAME? (distance to NAME's nearest embedding)", fo, cam, sel)
     p.add_argument("name", metavar="NAME")
     p.add_argument("image", nargs="?", metavar="IMAGE")
+    add_serve_args(p)
     p.set_defaults(func=_verify)
     p = add("identify", "who is this? nearest enrolled identity, or null", fo, cam, sel)
     p.add_argument("image", nargs="?", metavar="IMAGE")
+    add_serve_args(p)
     p.set_defaults(func=_identify)
     p = add("compare", "distance between the faces of two images", fo, sel)
     p.add_argument("a", metavar="IMAGE_A")
@@ -143,9 +169,7 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
     _need_one(args, args.image)
     app = _app(args)
     if args.source:
-        from apps.face.live import live
-
-        return live(app, out, args.source, "verify", args.name, args.threshold, args.consistent, args.frames, args.largest)
+        return _live(app, args, out, "verify", args.name)
     return _emit_match(out, app.verify(args.name, args.image, args.threshold, args.largest), args.image)
 
 
@@ -153,9 +177,7 @@ def _identify(args: argparse.Namespace, out: Output) -> int:
     _need_one(args, args.image)
     app = _app(args)
     if args.source:
-        from apps.face.live import live
-
-        return live(app, out, args.source, "identify", None, args.threshold, args.consistent, args.frames, args.largest)
+        return _live(app, args, out, "identify", None)
     return _emit_match(out, app.identify(args.image, args.threshold, args.largest), args.image)
 
 

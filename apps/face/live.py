@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,8 +94,11 @@ class Debouncer:
 
 
 def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, threshold: float | None,
-         consistent: int = 3, max_frames: int = 0, largest: bool = False) -> int:
+         consistent: int = 3, max_frames: int = 0, largest: bool = False,
+         on_frame: Callable[[dict[str, Any]], None] | None = None) -> int:
     """Verify ``name`` or identify every frame of ``source``; emit debounced decisions with per-stage latency.
+
+    ``on_frame`` (the web view's stats) gets ``frame``, ``latency_ms`` and ``dropped`` for every frame.
 
     Returns:
         0 if the last decision was a match, 1 otherwise.
@@ -118,6 +122,8 @@ def live(app: FaceApp, out: Output, source: str, mode: str, name: str | None, th
                 with stats.time("match"):
                     m = store.verify(name, vec, threshold) if mode == "verify" else store.identify(vec, threshold)
                 key = ("face", m.name, m.match)
+            if on_frame is not None:
+                on_frame({"frame": frame.index, "latency_ms": {k: round(stats.last_ms(k), 2) for k in stats.stages}, "dropped": frame.dropped})
             if deb.push(key):
                 lat = {k: round(stats.last_ms(k), 2) for k in stats.stages}
                 fps = n / max(time.perf_counter() - t_start, 1e-9)
