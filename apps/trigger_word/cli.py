@@ -18,6 +18,7 @@ from typing import Any
 from sdk.cli.bench import add_runner_args, runner_kwargs
 from sdk.cli.output import Output
 from sdk.errors import ConfigError, ModelFormatError
+from sdk.web.cli import add_serve_args
 
 log = logging.getLogger("edgesdk.trigger_word")
 
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--chime", action="store_true", help="play a short tone on each detection")
     p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD per detection (no shell); EDGESDK_WORD/TIME/SCORE in its env")
     add_runner_args(p)
+    add_serve_args(p)
     p.set_defaults(func=run)
 
 
@@ -153,11 +155,16 @@ def _source(args: argparse.Namespace, rate: int):
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from apps.trigger_word.app import TriggerWordDetector
+    from sdk.web.cli import serve_options, start_web, stop_web
 
     if args.chunk < 1:
         raise ConfigError(f"--chunk: expected >= 1 sample, got {args.chunk}")
+    serve = serve_options(args)
     model = args.model or default_model()
     det = TriggerWordDetector(model, args.threshold, args.smoothing, args.refractory, runner_kwargs=runner_kwargs(args))
+    web = start_web(serve, out, "trigger-word", det.runner, args.input or f"mic {args.mic or 'default'}", frame_hook=True)
+    if web is not None:
+        _publish_scores(det, web)
     actions = _Actions(args.exec_cmd, args.chime)
     limit = None if args.duration is None else args.duration
     n_events, audio_s = 0, 0.0
@@ -179,10 +186,29 @@ def run(args: argparse.Namespace, out: Output) -> int:
                     break
     finally:
         actions.close()
+        stop_web(web, serve)
     wall = time.perf_counter() - start
     speed = f", {audio_s / wall:.0f}x real time" if args.input and wall > 0 else ""
     log.info("%d detection(s) in %.1f s of audio%s", n_events, audio_s, speed)
     return 0
+
+
+def _publish_scores(det: Any, web: Any) -> None:
+    """Send every raw score (one per hop) to the web view's timeline and stats.
+
+    The detector's threshold logic sees each ``(time, score)`` once, so wrapping its ``update``
+    taps the scores without a second model run; publishing is a non-blocking append.
+    """
+    update, runner, hops = det.logic.update, det.runner, [0]
+
+    def tapped(t: float, score: float) -> float | None:
+        fired = update(t, score)
+        hops[0] += 1
+        web.score(t, score, det.threshold)
+        web.metrics({"frame": hops[0], "latency_ms": {"infer": round(runner.stats.last_ms("infer"), 3)}})
+        return fired
+
+    det.logic.update = tapped
 
 
 def run_eval(args: argparse.Namespace, out: Output) -> int:
