@@ -5,9 +5,10 @@ its voice and split. Sources (all installable from Debian, see ``scripts/system-
 
 * ``espeak-ng`` (GPL-3.0): its English accents x voice variants, each a "voice". Whole
   variants are held out for validation and test, so no test voice was ever trained on.
-* ``festival`` with ``festvox-kallpc16k``, ``festvox-kdlpc16k`` (training) and
-  ``festvox-us-slt-hts`` (validation): a second, more natural-sounding engine for positives.
-* ``flite`` (BSD-style): a held-out engine, used only for testing.
+* ``festival`` with ``festvox-kdlpc16k``, ``festvox-us-slt-hts`` (training) and
+  ``festvox-kallpc16k`` (validation): a second, more natural-sounding engine for positives.
+* ``flite`` (BSD-style): a held-out engine, used only for testing (its ``awb`` and ``rms``
+  speakers are in no other engine; ``slt`` and ``kal`` share a speaker with festival voices).
 * ``asterisk-core-sounds-en-wav`` (CC-BY-SA-3.0, recorded by Allison Smith): real human
   speech, negatives split by prompt; its prompts containing the word are test positives.
 
@@ -38,7 +39,7 @@ from sdk.errors import ConfigError
 SR = 16000
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 FESTIVAL_VOICES = {"kal": "voice_kal_diphone", "ked": "voice_ked_diphone", "slt": "voice_cmu_us_slt_arctic_hts"}
-FESTIVAL_SPLIT = {"kal": "train", "ked": "train", "slt": "val"}
+FESTIVAL_SPLIT = {"kal": "val", "ked": "train", "slt": "train"}
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 SPLITS = ("train", "val", "test")
 

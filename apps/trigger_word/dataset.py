@@ -51,11 +51,13 @@ def partial(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def word_stream(
     rng: np.random.Generator, word: np.ndarray, window_s: float, babble: Sequence[np.ndarray], user: Sequence[np.ndarray], positive: bool = True,
+    context: Sequence[np.ndarray] = (),
 ) -> tuple[np.ndarray, list[A.Event]]:
     """One augmented word in a background of ``window_s + 0.8`` s, ending 0.3-0.8 s before the end.
 
     Used for positives and, identically placed, for confusable negatives: the model sees both
-    at the same position and must tell them apart by the word itself.
+    at the same position and must tell them apart by the word itself. With ``context``
+    (negative speech), half of the streams get speech just before and half just after the word.
     """
     n = int((window_s + 0.8) * SR)
     w = A.augment(rng, word)[: int(window_s * SR) - SR // 10]
@@ -65,6 +67,18 @@ def word_stream(
     level = 10 ** (rng.uniform(-30, -12) / 20)
     out = bg * (level / 10 ** (rng.uniform(0, 30) / 20) / A._rms(bg))
     out[start : start + w.shape[0]] += w * (level / A._rms(w))
+    # words are rarely said alone ("okay, activate the lights"): other speech right before/after
+    if context and rng.random() < 0.5 and start > SR // 5:
+        c = context[int(rng.integers(len(context)))]
+        b = start - int(rng.uniform(0.05, 0.3) * SR)
+        c = c[-b:] if b > 0 else c[:0]
+        out[b - c.shape[0] : b] += c * (level * rng.uniform(0.5, 1.0) / A._rms(c))
+    if context and rng.random() < 0.5:
+        c = context[int(rng.integers(len(context)))]
+        a = end + int(rng.uniform(0.05, 0.3) * SR)
+        c = c[: max(0, n - a)]
+        if c.shape[0] > SR // 50:
+            out[a : a + c.shape[0]] += c * (level * rng.uniform(0.5, 1.0) / A._rms(c))
     out *= min(10 ** (rng.uniform(-6, 6) / 20), 0.99 / (float(np.abs(out).max()) + 1e-9))
     return out.astype(np.float32), [A.Event(start / SR, (start + w.shape[0]) / SR, positive)]
 
@@ -95,6 +109,15 @@ def split_pools(clips: Sequence[Clip]) -> tuple[list[np.ndarray], list[np.ndarra
     return pos, negs, real
 
 
+def babble_pool(clips: Sequence[Clip]) -> list[np.ndarray]:
+    """Speech for babble backgrounds and context: sentences and real prompts, not the single confusable words.
+
+    Babble made of confusables alone ("captivate", "activity"...) overlapping is an
+    adversarial sound no room produces, and it would dominate the false accepts.
+    """
+    return [c.audio for c in clips if not c.positive and (c.voice.startswith("asterisk:") or len(c.text.split()) >= 3)]
+
+
 def make_windows(
     clips: Sequence[Clip], seed: int, window_s: float, neg_minutes: float, lm: LogMel, copies: int = 1,
     user: Sequence[np.ndarray] = (), course_steps: int | None = None, progress=None, natural_boost: int = 1,
@@ -107,18 +130,18 @@ def make_windows(
     """
     rng = np.random.default_rng(seed)
     pos, negs, real = split_pools(clips)
-    babble = negs + real
+    babble = babble_pool(clips)
     # the few natural-sounding (non-espeak) positives are repeated so they weigh like a real share
     boosted = pos + [c.audio for c in clips if c.positive and not c.voice.startswith("espeak-ng:")] * (natural_boost - 1)
     streams: list[tuple[np.ndarray, list[A.Event], int]] = []
     for _ in range(copies):
         for i in rng.permutation(len(boosted)):
-            streams.append((*word_stream(rng, boosted[i], window_s, babble, user), 10))
+            streams.append((*word_stream(rng, boosted[i], window_s, babble, user, context=babble), 10))
         if progress:
             progress(f"positive streams: {len(streams)}")
     # every negative word (synthetic confusables, sentences, real prompts) once, placed like a positive
     for x in negs + real:
-        streams.append((*word_stream(rng, x, window_s, babble, user, positive=False), 10))
+        streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble), 10))
     for _ in range(int(neg_minutes * 60 / 8)):
         streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user), 10))
     if progress:
@@ -157,7 +180,7 @@ def eval_set(clips: Sequence[Clip], seed: int, neg_minutes: float, user: Sequenc
     pos, negs, real = split_pools(clips)
     if max_pos and len(pos) > max_pos:
         pos = [pos[i] for i in sorted(rng.choice(len(pos), max_pos, replace=False))]
-    babble = negs + real
+    babble = babble_pool(clips)
     pos_out = []
     for w in pos:
         bg = A.background(rng, w.shape[0] + SR, babble, user)
