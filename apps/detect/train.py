@@ -36,7 +36,8 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", help="your own data: a COCO json (images beside it or in images/) or a YOLO-txt folder (images/, labels/, classes.txt); default: generate")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder for detect_fp32.tflite, detect_int8.tflite and the eval set")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder for detect_fp32.tflite and detect_int8.tflite")
+    p.add_argument("--work", default="detect_work", help="folder for the trained detect.keras and the held-out eval set (COCO json + images)")
     p.add_argument("--epochs", type=int, default=12, help="maximum epochs (early stopping usually ends sooner)")
     p.add_argument("--seed", type=int, default=0, help="seed for data generation, splits and weights")
     p.add_argument("--imgsz", type=int, default=160, help="square model input size (multiple of 16)")
@@ -218,7 +219,7 @@ def export_and_evaluate(net, train, test, args: argparse.Namespace, desc: str) -
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    eval_dir = out / "eval"
+    eval_dir = Path(args.work) / "eval"
     coco = data.write_coco(test, eval_dir)
     rng = np.random.default_rng(args.seed)
     calib = to_inputs(train.images[rng.choice(len(train), min(300, len(train)), replace=False)])
@@ -271,8 +272,8 @@ def run_train(args: argparse.Namespace, out) -> int:
         net = keras.saving.load_model(args.keras, custom_objects={"DecodeBoxes": DecodeBoxes}, compile=False)
     else:
         net = train_model(train, val, args)
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        keras_path = Path(args.out) / "detect.keras"
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        keras_path = Path(args.work) / "detect.keras"
         net.save(keras_path)  # kept so a failed conversion can be redone with --keras
         _log(f"saved {keras_path}")
     results = export_and_evaluate(net, train, test, args, desc)
