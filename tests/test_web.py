@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,7 +247,7 @@ def test_stalled_viewer_does_not_slow_inference():
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect((view.host, view.port))
-        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never read
         with_stalled = [frames_in(det, view, image, 1.5)]
         sent = view.frames_sent
         base.append(frames_in(det, view, image, 1.5))
@@ -256,3 +257,30 @@ def test_stalled_viewer_does_not_slow_inference():
         stalled.close()
     finally:
         view.close()
+
+
+def test_without_a_token_only_loopback_host_names_are_served():
+    view = WebView("detect")
+    try:
+        assert get(view, "/api/stats", {"Host": f"localhost:{view.port}"})[0] == 200
+        assert get(view, "/api/stats", {"Host": "[::1]"})[0] == 200
+        for host in ("evil.example", f"evil.example:{view.port}", "127.0.0.1.evil.example", ""):
+            assert get(view, "/api/stats", {"Host": host})[0] == 403  # a DNS-rebinding page
+    finally:
+        view.close()
+
+
+def test_face_serve_needs_a_live_source(capsys, tmp_path):
+    code = main(["face", "identify", str(tmp_path / "x.jpg"), "--db", str(tmp_path / "f.db"), "--serve", "0"])
+    assert code == 2 and "--serve shows a live source" in capsys.readouterr().err
+
+
+def test_app_config_options_turn_into_serve_flags(tmp_path):
+    from sdk.appconfig import load_config, to_argv
+
+    cfg = tmp_path / "detect.yaml"
+    cfg.write_text(f"app: detect\nsource: {Path('apps/detect/samples/demo.mp4').resolve()}\n"
+                   "options:\n  serve: 0.0.0.0:8080\n  token: abcdefgh12345\n  serve_linger: 5\n")
+    argv = to_argv(load_config(cfg))
+    assert argv[argv.index("--serve") + 1] == "0.0.0.0:8080" and argv[argv.index("--token") + 1] == "abcdefgh12345"
+    assert "--serve-linger" in argv

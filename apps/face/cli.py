@@ -138,6 +138,8 @@ def _need_one(args: argparse.Namespace, what: str) -> None:
 
     if bool(getattr(args, "source", None)) == bool(what):
         raise ConfigError(f"face {args.face_command}: give either an IMAGE or --source CAMERA, not {'both' if what else 'neither'}")
+    if getattr(args, "serve", None) and not args.source:
+        raise ConfigError(f"face {args.face_command}: --serve shows a live source; add --source CAMERA|VIDEO or drop --serve")
 
 
 def _enroll(args: argparse.Namespace, out: Output) -> int:

@@ -27,6 +27,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path, query = split_path(self.path)
+        if self.view.token is None and not self.view.host_allowed(self.headers.get("Host", "")):
+            # without a token, only loopback names: a web page elsewhere cannot DNS-rebind its name to 127.0.0.1 and read the stream
+            self._send(403, "text/plain; charset=utf-8", b"forbidden Host header: use http://127.0.0.1:PORT/ or pass --token\n")
+            return
         if not authorized(self.view, query, self.headers.get("Authorization")):
             self._send(401, "text/plain; charset=utf-8", b"token required: add ?token=... or an Authorization: Bearer header\n",
                        {"WWW-Authenticate": 'Bearer realm="edgesdk"'})

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +71,16 @@ def check_bind(host: str, port: int, token: str | None) -> None:
                           "or serve on 127.0.0.1 and use an SSH tunnel")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stalled viewer's thread must never keep the app from exiting
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a viewer closing its tab mid-response is routine: no traceback on the app's stderr
+        exc = sys.exc_info()[1]
+        level = logging.DEBUG if isinstance(exc, OSError) else logging.WARNING
+        log.log(level, "web view: request from %s failed: %s: %s", client_address[0], type(exc).__name__, exc)
+
+
 class WebView:
     """The running app's web view.
 
@@ -103,10 +114,9 @@ class WebView:
         page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
         self._page = page.replace("__Q__", f"?token={token}" if token else "").encode()
         try:
-            self.httpd = ThreadingHTTPServer((host, port), _handler(self))
+            self.httpd = _Server((host, port), _handler(self))
         except OSError as e:
             raise ConfigError(f"--serve {host}:{port}: cannot listen there ({e.strerror or e}); choose a free port or address") from e
-        self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="edgesdk-web", daemon=True)
         self._thread.start()
@@ -116,6 +126,12 @@ class WebView:
         """The page's address (with the token when one is set)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    def host_allowed(self, header: str) -> bool:
+        """A ``Host`` header naming loopback or the bound address (any port)."""
+        name = header.rsplit(":", 1)[0] if not header.endswith("]") else header
+        name = name.strip("[]")
+        return name == self.host or is_loopback(name)
 
     def sink(self, obj: dict[str, Any]) -> None:
         """An :class:`~sdk.cli.output.Output` sink: counts the object, logs events, keeps each face's latest decision."""

@@ -33,7 +33,7 @@ async function loadInfo() {
   app = body.app;
   $("app").textContent = app;
   const m = body.model || {};
-  $("model").textContent = [m.name, m.backend && (m.backend.backend + " / " + m.backend.delegate)].filter(Boolean).join(" · ");
+  $("model").textContent = [m.name && m.name.split("/").pop(), m.backend && (m.backend.backend + " / " + m.backend.delegate)].filter(Boolean).join(" · ");
   const card = m.card || {};
   fillGrid($("card"), { model: m.name, backend: m.backend && m.backend.backend, delegate: m.backend && m.backend.delegate,
     fallback: m.backend && m.backend.fallback, threads: m.backend && m.backend.threads, source: body.source,
@@ -53,7 +53,8 @@ function fmtUptime(s) {
 async function pollStats() {
   try {
     const { body: s } = await getJSON("/api/stats");
-    fillGrid($("stats"), { FPS: s.fps.toFixed(1), frames: s.frames, "dropped frames": s.dropped_frames,
+    const rate = app === "trigger-word" ? "scores/s" : "FPS";  // one model run per hop
+    fillGrid($("stats"), { [rate]: s.fps.toFixed(1), [app === "trigger-word" ? "scores" : "frames"]: s.frames, "dropped frames": s.dropped_frames,
       events: s.events, uptime: fmtUptime(s.uptime_s), viewers: s.viewers });
     const rows = [];
     for (const k of Object.keys(s)) {
