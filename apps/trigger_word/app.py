@@ -118,11 +118,13 @@ class TriggerLogic:
     def reset(self) -> None:
         self._recent: deque[float] = deque(maxlen=self.smoothing)
         self._last_event = -math.inf
+        self.peak = 0.0  # highest smoothed score since the reset: says how close a miss was
 
     def update(self, time: float, score: float) -> float | None:
         """Add one raw score; returns the smoothed score when it triggers, else ``None``."""
         self._recent.append(float(score))
         smoothed = sum(self._recent) / len(self._recent)
+        self.peak = max(self.peak, smoothed)
         if smoothed >= self.threshold and time - self._last_event >= self.refractory_s:
             self._last_event = time
             return smoothed

@@ -35,14 +35,8 @@ def demo(out: Output) -> None:
             events = list(det.run(src))
             duration = src.duration
         wall = time.perf_counter() - start
-        found = ", ".join(f"{e['time']:.2f} s (score {e['score']:.2f})" for e in events) or "none"
-        out.emit(
-            {
-                "app": "trigger-word",
-                "sample": name,
-                "events": events,
-                "audio_s": round(duration, 2),
-                "speed_x_realtime": round(duration / wall),
-            },
-            f"  {name} ({duration:.1f} s, {duration / wall:.0f}x real time): detections: {found}",
-        )
+        peak = det.logic.peak
+        found = ", ".join(f"{e['time']:.2f} s (score {e['score']:.2f})" for e in events) or f"none (peak score {peak:.2f})"
+        obj = {"app": "trigger-word", "sample": name, "events": events, "peak_score": round(peak, 4)}
+        obj.update(audio_s=round(duration, 2), speed_x_realtime=round(duration / wall))
+        out.emit(obj, f"  {name} ({duration:.1f} s, {duration / wall:.0f}x real time): detections: {found}")
