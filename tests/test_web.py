@@ -284,3 +284,15 @@ def test_app_config_options_turn_into_serve_flags(tmp_path):
     argv = to_argv(load_config(cfg))
     assert argv[argv.index("--serve") + 1] == "0.0.0.0:8080" and argv[argv.index("--token") + 1] == "abcdefgh12345"
     assert "--serve-linger" in argv
+
+
+def test_health_says_when_the_input_ended():
+    view = WebView("detect")
+    try:
+        view.metrics({"frame": 0, "latency_ms": {"infer": 1.0}})
+        assert json.loads(get(view, "/healthz")[1])["status"] == "ok"
+        view.linger(0)
+        code, body = get(view, "/healthz")
+        assert code == 200 and json.loads(body)["status"] == "input ended"
+    finally:
+        view.close()

@@ -83,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def healthz(self) -> None:
         health = self.view.health()
-        self._json(health, 200 if health["status"] == "ok" else 503)
+        self._json(health, 503 if health["status"] == "stalled" else 200)
 
     def metrics(self) -> None:
         self._send(200, "text/plain; version=0.0.4; charset=utf-8", self.view.metrics.prometheus().encode())

@@ -108,6 +108,7 @@ class WebView:
         self.frame_hook, self.identities, self.max_fps, self.stall_s = frame_hook, identities, max_fps, stall_s
         self.viewers = 0
         self.frames_sent = 0
+        self.ended = False  # the app's input is over; still serving (--serve-linger)
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._static = {name: (STATIC_DIR / name).read_bytes() for name in STATIC_FILES}
@@ -151,11 +152,12 @@ class WebView:
         self.events.add("score", {"t": round(t, 3), "score": round(float(value), 4), "threshold": threshold})
 
     def health(self) -> dict[str, Any]:
-        """As :class:`sdk.telemetry.MetricsServer`: ``stalled`` once frames stop for ``stall_s``."""
+        """As :class:`sdk.telemetry.MetricsServer`: ``stalled`` (503) once frames stop for ``stall_s``; ``input ended`` when lingering."""
         snap = self.metrics.snapshot()
         age = snap["last_emit_age_s"]
-        stalled = snap["frames"] > 0 and age is not None and age > self.stall_s and not self.stop.is_set()
-        return {"status": "stalled" if stalled else "ok", **snap}
+        stalled = snap["frames"] > 0 and age is not None and age > self.stall_s
+        status = "input ended" if self.ended else "stalled" if stalled else "ok"
+        return {"status": status, **snap}
 
     def stats(self) -> dict[str, Any]:
         """``/api/stats``: the metrics snapshot plus the web view's own counters."""
@@ -168,6 +170,7 @@ class WebView:
 
     def linger(self, seconds: float) -> None:
         """Keep serving ``seconds`` after the app's input ended (Ctrl-C ends it sooner)."""
+        self.ended = True
         if seconds > 0:
             log.info("input ended; web view stays up %.0f s on %s (Ctrl-C to quit)", seconds, self.url)
             try:

@@ -67,8 +67,9 @@ async function pollStats() {
     $("sent").textContent = s.frames_sent;
     $("viewers").textContent = s.viewers;
     const h = await fetch("/healthz" + q, { cache: "no-store" });
-    $("health").textContent = h.ok ? "running" : "stalled";
-    $("health").className = "badge " + (h.ok ? "ok" : "bad");
+    const status = (await h.json()).status;
+    $("health").textContent = status === "ok" ? "running" : status;
+    $("health").className = "badge " + (status === "ok" ? "ok" : h.ok ? "" : "bad");
   } catch (e) {
     $("health").textContent = "disconnected";
     $("health").className = "badge bad";
