@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +24,16 @@ from tests.test_audio_tone_model import SR, tone_model, tone_stream
 pytestmark = pytest.mark.tensorflow
 EDGESDK = str(Path(sys.executable).parent / "edgesdk")
 BURSTS = [(1.0, 0.3), (1.6, 0.2), (4.0, 0.25)]  # the second is 0.6 s after the first
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``main()`` binds logging to the captured stderr of the test that called it; undo that afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
