@@ -68,9 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as e:
             if e.name and module_name.startswith(e.name):
                 continue  # that part of the SDK is not installed/built
-            raise
+            _broken(module_name, e)
+            continue
+        except Exception as e:  # noqa: BLE001 - one broken command must not take the others down
+            _broken(module_name, e)
+            continue
         module.register(sub, common)
     return parser
+
+
+def _broken(module_name: str, e: BaseException) -> None:
+    commands = ", ".join(k for k, v in COMMANDS.items() if v == module_name)
+    print(f"edgesdk: warning: command(s) {commands} unavailable: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
