@@ -148,3 +148,16 @@ def test_threshold_is_chosen_for_the_false_accept_target() -> None:
     det = [[0.1, 0.0, 9.0], [0.3, 0.02, 1.0], [0.5, 0.03, 0.4], [0.7, 0.03, 0.0], [0.9, 0.2, 0.0]]
     assert pick_threshold(det, 0.5) == 0.6  # lowest FRR (3%) at <= 0.5 FA/h, middle of that plateau
     assert pick_threshold([[0.5, 0.0, 5.0], [0.9, 0.1, 2.0]], 0.5) == 0.9  # unreachable: fewest false accepts
+
+
+@pytest.mark.tensorflow
+def test_recipe_fit_trains_both_architectures_on_windows() -> None:
+    from apps.trigger_word import train as T
+    from apps.trigger_word.model import course_steps
+
+    clips = [D.Clip(np.sin(np.arange(8000) * f).astype(np.float32) * 0.3, "w", i % 2 == 0, f"espeak-ng:v{i}", "train")
+             for i, f in enumerate((0.1, 0.2, 0.15, 0.05))]
+    w = S.make_windows(clips, 7, 1.2, 0.3, LogMel(), course_steps=course_steps(118))
+    for arch, shape in (("course", (None, course_steps(118), 1)), ("dscnn", (None, 1))):
+        m = T.fit(T.TrainConfig(arch=arch, epochs=1, batch=8), w, w, 118, 40)
+        assert m.output_shape == shape

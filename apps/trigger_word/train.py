@@ -81,7 +81,7 @@ def _batches(keras: Any, w: Any, frames: int, batch: int, seed: int, neg_ratio: 
             x = w.batch(ix, frames)
             if seq:
                 y = w.seq_labels[ix][..., None]
-                return x, y, np.ones(ix.shape[0], np.float32)
+                return x, y, np.ones(y.shape[:2], np.float32)
             y = w.labels[ix][:, None]
             # balanced class weights: each class carries half of the loss
             cw = np.where(y[:, 0] == 1, self.idx.shape[0] / (2 * self.pos.shape[0]), self.idx.shape[0] / (2 * self.n_neg))
@@ -95,8 +95,11 @@ def fit(cfg: TrainConfig, train_w: Any, val_w: Any, frames: int, n_features: int
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already started in this process: its thread pools stay as they are
+        _log("TensorFlow already initialised: --threads not applied")
     import keras
 
     from apps.trigger_word.model import build
