@@ -120,7 +120,10 @@ def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list
     built, notes = keras_model.rebuild(model, unroll=bool(unroll), custom_objects=custom)
     t0 = time.perf_counter()
     try:
-        data, path_used = _convert_with_fallback(tf, built, mode, job, calib)
+        if mode == "int8" and job.get("float_layers"):
+            data, path_used = _selective_int8(tf, built, job, calib or []), "from_keras_model, selective (QuantizationDebugger)"
+        else:
+            data, path_used = _convert_with_fallback(tf, built, mode, job, calib)
     except ConversionError:
         raise
     except Exception as e:  # noqa: BLE001 - the converter raises many kinds
@@ -129,8 +132,35 @@ def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list
     out.write_bytes(data)
     info = {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": any(n.startswith("unrolled recurrent") for n in notes)}
     if job.get("debug_quant") and mode == "int8":
-        info["debug_quant"] = worst_layers(tf, built, calib or [])
+        from sdk.tflite_file import TFLiteFile
+
+        info["debug_quant"] = worst_layers(tf, built, calib or [], known={t.name for t in TFLiteFile(data).main.tensors})
     return info
+
+
+def _selective_int8(tf: Any, model: Any, job: dict[str, Any], calib: list[np.ndarray]) -> bytes:
+    """int8 with the ops writing ``job['float_layers']`` tensors left in float (TF's debugger denylist).
+
+    Raises:
+        ConversionError: When a name is no tensor of the int8 model (the names ``--debug-quant`` lists).
+    """
+    import difflib
+
+    from sdk.errors import ConversionError
+    from sdk.tflite_file import TFLiteFile
+
+    names = list(job["float_layers"])
+    print(f"edgesdk: int8: keeping {len(names)} layer(s) in float", file=sys.stderr, flush=True)
+    conv = configure(tf, tf.lite.TFLiteConverter.from_keras_model(model), "int8", job, calib)
+    known = {t.name for t in TFLiteFile(conv.convert()).main.tensors}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        hints = {n: difflib.get_close_matches(n, known, n=1) for n in unknown}
+        said = ", ".join(f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items())
+        raise ConversionError(f"int8: --float-layers: no tensor named {said}; use the names `--debug-quant` lists")
+    opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names, fully_quantize=job.get("io") != "float")
+    dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_representative([a[:20] for a in calib]), debug_options=opts)
+    return dbg.get_nondebug_quantized_model()
 
 
 def _first_error(text: str) -> str:
@@ -144,11 +174,13 @@ def _first_error(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:300]
 
 
-def worst_layers(tf: Any, model: Any, calib: list[np.ndarray], top: int = 10) -> list[dict[str, Any]]:
+def worst_layers(tf: Any, model: Any, calib: list[np.ndarray], known: set[str], top: int = 10) -> list[dict[str, Any]]:
     """Per-layer quantization error (TF's QuantizationDebugger), worst first.
 
     Ranked by RMSE over the tensor's quantization scale (how many int8 steps the error is),
-    the measure TF's debugger guide uses.
+    the measure TF's debugger guide uses. The debugger's instrumented model names each tensor
+    ``NumericVerify/<name><digit>:<index>``; the names reported are the int8 model's own
+    (``known``), which ``--float-layers`` accepts.
     """
     print("edgesdk: debug-quant: comparing every layer's float and int8 outputs", file=sys.stderr, flush=True)
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -162,6 +194,7 @@ def worst_layers(tf: Any, model: Any, calib: list[np.ndarray], top: int = 10) ->
         rmse = float(np.sqrt(m.get("mean_squared_error", 0.0)))
         scale = float(m.get("scale", 0.0) or 0.0)
         name = name.removeprefix("NumericVerify/").rsplit(":", 1)[0]
+        name = max((k for k in known if name.startswith(k)), key=len, default=name)
         rows.append({"tensor": name, "rmse": rmse, "max_abs_error": float(m.get("max_abs_error", 0.0)), "rmse_per_scale": rmse / scale if scale else None})
     rows.sort(key=lambda r: (r["rmse_per_scale"] if r["rmse_per_scale"] is not None else r["rmse"]), reverse=True)
     return rows[:top]

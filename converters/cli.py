@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--no-unroll", action="store_true", help="keep GRU/LSTM as WHILE loops even for int8 (the converter crashes on them)")
     p.add_argument("--custom-objects", nargs="+", metavar="MODULE:CLASS", default=[], help="custom layer classes to import")
     p.add_argument("--debug-quant", action="store_true", help="int8: list the layers with the largest quantization error")
+    p.add_argument("--float-layers", metavar="NAME,...", type=lambda v: [n.strip() for n in v.split(",") if n.strip()], default=[],
+                   help="int8: keep the ops writing these tensors (names as --debug-quant lists them) in float")
     p.add_argument("--runs", type=int, default=20, help="invocations for the latency p50 of --mode all")
     p.set_defaults(func=run)
 
@@ -55,11 +57,11 @@ def _preflight(args: argparse.Namespace) -> tuple[list[str], Any, list[str]]:
         if not out_dir.is_dir():
             raise ConfigError(f"-o {out_dir}: with --mode all, -o must be an existing folder")
         for m in modes:
-            check_options(m, args.target, args.io if args.io in _io_of(m) else None, args.calibration)
+            check_options(m, args.target, args.io if args.io in _io_of(m) else None, args.calibration, args.float_layers if m == "int8" else ())
             check_output(out_dir / default_output(model, m).name)
     else:
         modes = [args.mode]
-        check_options(args.mode, args.target, args.io, args.calibration)
+        check_options(args.mode, args.target, args.io, args.calibration, args.float_layers)
         check_output(Path(args.output) if args.output else default_output(model, args.mode))
     if args.debug_quant and "int8" not in modes:
         raise ConfigError(f"--debug-quant analyses int8 quantization; it does not apply to --mode {args.mode}")
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
         args.model, modes, output=output, calibration=args.calibration, eval_data=args.eval, card=card, target=args.target,
         io=args.io, progress=not args.quiet, unroll=False if args.no_unroll else None, custom_objects=None,
         latency_runs=args.runs if args.mode == "all" else 0, custom_specs=args.custom_objects, debug_quant=args.debug_quant,
+        float_layers=args.float_layers,
     )
     if args.mode != "all":
         res = results[modes[0]]

@@ -60,7 +60,7 @@ class ConvertResult:
         return {"path": str(self.path), "mode": self.mode, "size_bytes": self.size_bytes, "report": self.report, "notes": self.notes}
 
 
-def check_options(mode: str, target: str = "cpu", io: str | None = None, calibration: Any = None) -> None:
+def check_options(mode: str, target: str = "cpu", io: str | None = None, calibration: Any = None, float_layers: Sequence[str] = ()) -> None:
     """Reject unsupported or conflicting options before any work.
 
     Raises:
@@ -81,6 +81,13 @@ def check_options(mode: str, target: str = "cpu", io: str | None = None, calibra
             f"--mode {mode} needs --calibration PATH (a .npy/.npz [N, ...], or a folder of images/.wav files, ~{RECOMMENDED_CALIBRATION}+ samples "
             "like the real inputs); it never calibrates on random noise"
         )
+    if float_layers:
+        if mode != "int8":
+            raise ConfigError(f"--float-layers keeps layers of an int8 model in float; it does not apply to --mode {mode}")
+        if target == "edgetpu":
+            raise ConfigError("--float-layers with --target edgetpu: float layers run on the CPU and split the Edge TPU graph; use --target cpu")
+        if io == "uint8":
+            raise ConfigError("--float-layers supports --io int8 or float, not uint8")
 
 
 def default_output(model_path: Path | None, mode: str) -> Path:
@@ -190,6 +197,7 @@ def convert(
     unroll: bool | None = None,
     custom_objects: dict[str, Any] | None = None,
     debug_quant: bool = False,
+    float_layers: Sequence[str] = (),
 ) -> ConvertResult:
     """Convert ``model`` to a ``.tflite`` file with an embedded model card and an accuracy report.
 
@@ -207,12 +215,14 @@ def convert(
         unroll: Unroll recurrent layers (default: when the mode or target needs it).
         custom_objects: Custom layer classes (must live in importable modules).
         debug_quant: int8 only: add the layers with the largest quantization error to the report.
+        float_layers: int8 only: tensor names (as ``debug_quant`` lists them) whose ops stay float.
 
     Raises:
         ConfigError, ModelFormatError, ConversionError: One-line messages.
     """
     results = convert_modes(model, [mode], output=output, calibration=calibration, eval_data=eval_data, card=card, target=target,
-                            io=io, progress=progress, unroll=unroll, custom_objects=custom_objects, debug_quant=debug_quant)
+                            io=io, progress=progress, unroll=unroll, custom_objects=custom_objects, debug_quant=debug_quant,
+                            float_layers=float_layers)
     res = results[mode]
     if isinstance(res, str):
         raise ConversionError(res)
@@ -235,6 +245,7 @@ def convert_modes(
     latency_runs: int = 0,
     custom_specs: Sequence[str] = (),
     debug_quant: bool = False,
+    float_layers: Sequence[str] = (),
 ) -> dict[str, ConvertResult | str]:
     """Convert ``model`` in several modes with one child process (one TensorFlow start).
 
@@ -247,7 +258,7 @@ def convert_modes(
     modes = list(modes)
     for m in modes:
         # with several modes, --io applies to the modes that support it
-        check_options(m, target, io if len(modes) == 1 or io in IO_TYPES[m] else None, calibration)
+        check_options(m, target, io if len(modes) == 1 or io in IO_TYPES[m] else None, calibration, float_layers if m == "int8" else ())
     dat = Path(model) if isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".dat" else None
     if dat is not None:
         from converters.dlib import dlib_card, load_dlib_as_keras, read_dat
@@ -268,7 +279,7 @@ def convert_modes(
             "calibration": _stage_data(calibration, work, "calibration"), "eval": _stage_data(eval_data, work, "eval"),
             "card_input": (card.input if card else {}), "custom_objects": sorted(set(specs) | set(custom_specs)),
             "optional_custom_objects": _custom_specs(model) if in_memory else [],
-            "debug_quant": debug_quant,
+            "debug_quant": debug_quant, "float_layers": list(float_layers),
         }
         child = child_proc.run_modes(work, job, progress)
         for info, data in ((child.calibration, calibration), (child.eval, eval_data)):
@@ -276,7 +287,8 @@ def convert_modes(
                 info["source"] = "array"  # not the temporary .npz it was passed through
         if child.calibration and child.calibration["count"] < RECOMMENDED_CALIBRATION:
             log.warning("calibration: only %d samples; %d+ like the real inputs are recommended", child.calibration["count"], RECOMMENDED_CALIBRATION)
-        ctx = {"src": origin or src, "in_memory": origin is None, "card": card, "child": child, "work": work, "target": target, "progress": progress, "latency_runs": latency_runs}
+        ctx = {"src": origin or src, "in_memory": origin is None, "card": card, "child": child, "work": work, "target": target, "progress": progress, "latency_runs": latency_runs,
+               "float_layers": list(float_layers)}
         out: dict[str, ConvertResult | str] = {}
         for m in modes:
             out[m] = child.failed[m] if m in child.failed else _finish(m, outputs[m], ctx)
@@ -308,7 +320,9 @@ def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
     notes = list(info.get("notes", []))
     if info.get("unrolled"):
         notes.append("unrolling copies the recurrent cell per time step, so this model can be larger than the fp32 WHILE-loop one")
-    if mode == "int8" and not rep["full_integer"]:
+    if mode == "int8" and ctx["float_layers"]:
+        notes.append(f"{rep['float_tensors']} tensors kept in float by --float-layers; those ops run in float")
+    elif mode == "int8" and not rep["full_integer"]:
         notes.append(f"{rep['float_tensors']} tensors stayed float (the converter found no int8 range for them, e.g. a constant "
                      "zero-range tensor such as an untrained zero bias); those ops run in float and on the CPU of an Edge TPU")
     if info.get("path") != "from_keras_model":
@@ -344,7 +358,8 @@ def _card(mode: str, ctx: dict[str, Any], rep: dict[str, Any], f: TFLiteFile) ->
     calib = ctx["child"].calibration if mode in CALIBRATED else None
     quant = {**base.quantization, "mode": mode, "io": rep["input_dtypes"][0] if rep["input_dtypes"] else None,
              "target": ctx["target"], "full_integer": rep["full_integer"],
-             "calibration": calib, "unrolled": ctx["child"].done[mode].get("unrolled", False)}
+             "calibration": calib, "unrolled": ctx["child"].done[mode].get("unrolled", False),
+             **({"float_layers": ctx["float_layers"]} if mode == "int8" and ctx["float_layers"] else {})}
     acc = rep["accuracy"]
     metrics = {**base.metrics, "vs_keras": {"data": acc.get("source"), "count": acc.get("count"),
                "outputs": [{k: v for k, v in o.items() if k != "shape"} for o in acc["outputs"]]}}
