@@ -81,13 +81,19 @@ def _numpy_reference(img: np.ndarray, kernel: np.ndarray, bias: np.ndarray, fc: 
     return np.maximum(y, 0).reshape(-1) @ fc  # dlib's fc flattens NCHW
 
 
-def test_synthetic_network_matches_numpy_reference(tmp_path):
-    rng = np.random.default_rng(0)
+def _tiny_dat(path: Path, rng: np.random.Generator) -> tuple:
+    """A conv-relu-fc dlib network on 8x8 images written to ``path``: (kernel, bias, fc, mean)."""
     kernel, bias = rng.normal(size=(4, 3, 3, 3)).astype(np.float32), rng.normal(size=4).astype(np.float32)
     fc = rng.normal(size=(4 * 6 * 6, 5)).astype(np.float32)
     mean = (120.0, 110.5, 100.25)
+    path.write_bytes(_synthetic(kernel, bias, fc, 8, mean))
+    return kernel, bias, fc, mean
+
+
+def test_synthetic_network_matches_numpy_reference(tmp_path):
+    rng = np.random.default_rng(0)
     p = tmp_path / "tiny.dat"
-    p.write_bytes(_synthetic(kernel, bias, fc, 8, mean))
+    kernel, bias, fc, mean = _tiny_dat(p, rng)
     net = read_dat(p)
     assert [layer.kind for layer in net.layers] == ["input", "con", "relu", "fc"]
     assert net.loss["distance_threshold"] == pytest.approx(0.6)
@@ -209,11 +215,8 @@ def test_edgesdk_convert_reads_dat_files(tmp_path, capsys):
     from sdk.runner import Runner
 
     rng = np.random.default_rng(1)
-    kernel, bias = rng.normal(size=(4, 3, 3, 3)).astype(np.float32), rng.normal(size=4).astype(np.float32)
-    fc = rng.normal(size=(4 * 6 * 6, 5)).astype(np.float32)
-    mean = (120.0, 110.5, 100.25)
     dat = tmp_path / "tiny.dat"
-    dat.write_bytes(_synthetic(kernel, bias, fc, 8, mean))
+    kernel, bias, fc, mean = _tiny_dat(dat, rng)
     imgs = rng.integers(0, 256, (120, 8, 8, 3)).astype(np.float32)
     np.save(tmp_path / "calib.npy", imgs)
     assert main(["convert", str(dat), "--mode", "int8", "--calibration", str(tmp_path / "calib.npy"), "--json"]) == 0
