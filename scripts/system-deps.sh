@@ -2,12 +2,13 @@
 # System packages the apps and tests need (Debian, Ubuntu, Raspberry Pi OS).
 # As root: installs what is missing with apt. Otherwise: prints the apt command and goes on.
 set -euo pipefail
-# trigger-word training: real speech (asterisk, CC-BY-SA) and two more TTS engines (festival voices train, flite tests)
+# line 1: the apps (microphone, speech synthesis, Haar cascades) and the delegate test stub (gcc)
+# line 2: trigger-word training: real speech (asterisk, CC-BY-SA), festival voices (training), flite (testing)
+# line 3: deploy tests: a real MQTT broker and sshd on 127.0.0.1; line 4: web view tests in headless Chromium
 PKGS=(python3-venv libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng opencv-data gcc
       asterisk-core-sounds-en-wav festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
       mosquitto mosquitto-clients openssh-server openssh-client
       chromium chromium-driver)
-# deploy tests: a real MQTT broker and sshd on 127.0.0.1
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
