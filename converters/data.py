@@ -8,7 +8,6 @@ before any conversion work. No TensorFlow here.
 from __future__ import annotations
 
 import sys
-import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -198,19 +197,15 @@ def _read_wavs(files: list[Path], shape: list[int | None], what: str, card_input
 
 
 def read_wav(path: Path, rate: int | None = None) -> np.ndarray:
-    """A mono float32 waveform in [-1, 1], linearly resampled to ``rate`` if given."""
+    """A mono float32 waveform in [-1, 1], resampled to ``rate`` if given.
+
+    The device's reader (:func:`sdk.sources.audio.read_wav`), so calibration audio is decoded
+    and resampled exactly as the app will see it.
+    """
+    from sdk.errors import SourceError
+    from sdk.sources.audio import read_wav as read_audio
+
     try:
-        with wave.open(str(path), "rb") as w:
-            sr, ch, width, raw = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.readframes(w.getnframes())
-    except (wave.Error, EOFError, OSError) as e:
-        raise ConfigError(f"{path}: not a readable PCM .wav file ({e})") from e
-    if width not in (1, 2, 4):
-        raise ConfigError(f"{path}: unsupported sample width {width * 8} bits; expected 8, 16 or 32-bit PCM")
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
-    x = np.frombuffer(raw, dtype=dtype).astype(np.float32)
-    x = (x - 128.0) / 128.0 if width == 1 else x / float(np.iinfo(dtype).max + 1)
-    x = x.reshape(-1, ch).mean(axis=1)
-    if rate and rate != sr and len(x):
-        n = int(round(len(x) * rate / sr))
-        x = np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
-    return x
+        return read_audio(path, rate)[0]
+    except SourceError as e:
+        raise ConfigError(str(e)) from e
