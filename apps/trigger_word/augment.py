@@ -85,7 +85,7 @@ def load_backgrounds(folder: str | Path | None) -> list[np.ndarray]:
     """User background ``.wav`` files (any rate, channels), as 16 kHz mono float32."""
     if not folder:
         return []
-    from apps.trigger_word.data import read_wav
+    from sdk.sources.audio import read_wav
 
     out = []
     for f in sorted(Path(folder).rglob("*.wav")):

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import wave
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 from apps.trigger_word.texts import ACTIVATE_CONFUSABLES, COMMON_WORDS, SENTENCES
 from sdk.audio import resample
 from sdk.errors import ConfigError
+from sdk.sources.audio import read_wav
 
 SR = 16000
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -164,14 +164,6 @@ def _read_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
     pcm = data[d + 8 :]
     pcm = pcm[: len(pcm) // 2 * 2]
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, rate
-
-
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """A PCM16 WAV file as mono float32 and its rate."""
-    with wave.open(str(path), "rb") as w:
-        rate, ch = w.getframerate(), w.getnchannels()
-        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
-    return (x.reshape(-1, ch).mean(axis=1) if ch > 1 else x), rate
 
 
 def trim(x: np.ndarray, rel_db: float = -35.0, pad_s: float = 0.02) -> np.ndarray:
