@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import tarfile
-import wave
 import zipfile
 from pathlib import Path
 
@@ -22,13 +21,10 @@ from sdk.errors import ConfigError
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
-    """16-bit mono WAV from float samples in [-1, 1]."""
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
+    """16-bit mono WAV from float samples in [-1, 1] (``sdk.sources.audio.write_wav``), returning ``path``."""
+    from sdk.sources.audio import write_wav as write
+
+    write(path, np.clip(samples, -1, 1), rate)
     return path
 
 
