@@ -214,12 +214,20 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def input_devices() -> list[dict[str, Any]]:
-    """Audio input devices PortAudio sees: index, name, channels, default rate."""
+def input_devices(rescan: bool = False) -> list[dict[str, Any]]:
+    """Audio input devices PortAudio sees: index, name, channels, default rate.
+
+    PortAudio lists devices once, when first used; ``rescan=True`` makes it look again
+    (a sound server or USB microphone that appeared after start-up). Rescanning closes
+    any open PortAudio stream, so it is done only before opening one.
+    """
     from sdk.lazy import require
 
     sd = require("sounddevice", "recording from a microphone")
     try:
+        if rescan:
+            sd._terminate()  # sounddevice's documented way to re-enumerate devices
+            sd._initialize()
         devices = sd.query_devices()
     except sd.PortAudioError as e:
         raise SourceError(f"cannot list audio devices: {e}") from e
@@ -230,22 +238,31 @@ def input_devices() -> list[dict[str, Any]]:
     ]
 
 
-def _device_list() -> str:
-    devs = input_devices()
+def _device_list(devs: list[dict[str, Any]] | None = None) -> str:
+    devs = input_devices() if devs is None else devs
     return "; ".join(f"{d['index']}: {d['name']} ({d['channels']} ch, {d['default_rate']:.0f} Hz)" for d in devs) or "none"
 
 
 def resolve_input_device(device: int | str | None) -> int | None:
     """The PortAudio index of ``device`` (index, digits, or part of a name); ``None`` = default.
 
+    When the device is not in PortAudio's list, the list is rescanned once first: a service
+    started before PulseAudio, or a microphone plugged in later, is then found.
+
     Raises:
         SourceError: When no such input device exists, listing those that do.
     """
+    try:
+        return _find_input_device(device, input_devices())
+    except SourceError:
+        return _find_input_device(device, input_devices(rescan=True))
+
+
+def _find_input_device(device: int | str | None, devs: list[dict[str, Any]]) -> int | None:
     if device is None:
-        if not input_devices():
+        if not devs:
             raise SourceError("no audio input device found; connect a microphone or start PulseAudio (see `edgesdk doctor`)")
         return None
-    devs = input_devices()
     if isinstance(device, int) or str(device).isdigit():
         idx = int(device)
         if any(d["index"] == idx for d in devs):
@@ -258,7 +275,7 @@ def resolve_input_device(device: int | str | None) -> int | None:
         if len(matches) > 1:
             names = ", ".join(f"{d['index']}: {d['name']}" for d in matches)
             raise SourceError(f"--mic {device!r} matches several input devices ({names}); give the index")
-    raise SourceError(f"no audio input device {device!r}; input devices are: {_device_list()}")
+    raise SourceError(f"no audio input device {device!r}; input devices are: {_device_list(devs)}")
 
 
 class MicrophoneSource:
