@@ -128,6 +128,8 @@ def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list
         raise
     except Exception as e:  # noqa: BLE001 - the converter raises many kinds
         raise ConversionError(f"{mode}: the TFLite converter failed: {type(e).__name__}: {_first_error(str(e))}") from e
+    if calib:
+        data = default_input_shapes(data, calib)
     out = Path(job["dir"]) / f"{mode}.tflite"
     out.write_bytes(data)
     info = {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": any(n.startswith("unrolled recurrent") for n in notes)}
@@ -198,6 +200,33 @@ def worst_layers(tf: Any, model: Any, calib: list[np.ndarray], known: set[str], 
         rows.append({"tensor": name, "rmse": rmse, "max_abs_error": float(m.get("max_abs_error", 0.0)), "rmse_per_scale": rmse / scale if scale else None})
     rows.sort(key=lambda r: (r["rmse_per_scale"] if r["rmse_per_scale"] is not None else r["rmse"]), reverse=True)
     return rows[:top]
+
+
+def default_input_shapes(data: bytes, calib: list[np.ndarray]) -> bytes:
+    """Give inputs with dynamic non-batch axes the calibration samples' shape as their default.
+
+    The converter stores 1 for every dynamic axis; a model whose length axis is dynamic
+    (e.g. frames) then cannot even be allocated at its default shape, so an interpreter fails
+    before anyone can resize it. The ``shape_signature`` keeps the axis dynamic.
+    """
+    import flatbuffers
+
+    from sdk.tflite_file import FILE_IDENTIFIER, schema
+
+    s = schema()
+    model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    graph, changed = model.subgraphs[0], False
+    for i, t_idx in enumerate(graph.inputs[: len(calib)]):
+        t = graph.tensors[t_idx]
+        sig = list(t.shapeSignature) if t.shapeSignature is not None else []
+        want = [1, *calib[i].shape[1:]]
+        if any(d == -1 for d in sig[1:]) and len(want) == len(sig):
+            t.shape, changed = want, True
+    if not changed:
+        return data
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
 
 
 def _convert_with_fallback(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None) -> tuple[bytes, str]:

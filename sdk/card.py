@@ -115,23 +115,31 @@ def embed_card(data: bytes, card: ModelCard) -> bytes:
     Raises:
         ModelFormatError: If ``data`` is not a TFLite flatbuffer.
     """
+    return embed_metadata(data, METADATA_NAME, card.to_yaml().encode())
+
+
+def embed_metadata(data: bytes, name: str, payload: bytes) -> bytes:
+    """Return ``data`` (a ``.tflite`` flatbuffer) with ``payload`` as its metadata entry ``name`` (replaced if present).
+
+    Raises:
+        ModelFormatError: If ``data`` is not a TFLite flatbuffer.
+    """
     import flatbuffers
 
     TFLiteFile(data)  # validates
     s = schema()
     model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    payload = card.to_yaml().encode()
     buf = s.BufferT()
     buf.data = bytearray(payload)
     model.buffers = list(model.buffers or [])
     model.metadata = list(model.metadata or [])
-    existing = [m for m in model.metadata if (m.name or b"") in (METADATA_NAME, METADATA_NAME.encode())]
+    existing = [m for m in model.metadata if (m.name or b"") in (name, name.encode())]
     if existing:
         model.buffers[existing[0].buffer] = buf
     else:
         model.buffers.append(buf)
         md = s.MetadataT()
-        md.name = METADATA_NAME
+        md.name = name
         md.buffer = len(model.buffers) - 1
         model.metadata.append(md)
     builder = flatbuffers.Builder(len(data) + len(payload) + 1024)

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from sdk import speech_embedding
 from sdk.audio import FeatureParams, LogMel
 from sdk.card import ModelCard
 from sdk.errors import ConfigError, ModelFormatError
@@ -165,7 +166,7 @@ class TriggerWordDetector:
                 "train one with `edgesdk train trigger-word` or embed a card built with apps.trigger_word.app.card_fields"
             )
         self.card: ModelCard = card
-        self._read_input(card, name)
+        self._read_input(card, name, runner_kwargs)
         out = card.output
         self.word = word or str(out.get("word", "trigger"))
         thr = threshold if threshold is not None else out.get("threshold", 0.5)
@@ -177,19 +178,25 @@ class TriggerWordDetector:
         self._ring = _Ring(self.window_samples)
         self.reset()
 
-    def _read_input(self, card: ModelCard, name: str) -> None:
+    def _read_input(self, card: ModelCard, name: str, runner_kwargs: dict[str, Any] | None) -> None:
         inp = card.input
         try:
-            self.params = FeatureParams.from_dict(dict(inp["features"]))
+            feats = dict(inp["features"])
             window_s, hop_s = float(inp["window_s"]), float(inp["hop_s"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFormatError(f"{name}: card input needs features, window_s and hop_s ({e}); got {sorted(inp)}") from e
+        if feats.get("kind") == speech_embedding.KIND:
+            kw = {k: v for k, v in (runner_kwargs or {}).items() if k in ("backend", "threads")}
+            front = Runner(speech_embedding.frontend_bytes(self.runner.file, name), **kw)
+            self.features: Any = speech_embedding.SpeechEmbedding(front)
+        else:
+            self.features = LogMel(FeatureParams.from_dict(feats))
+        self.params = self.features.params
         self.sample_rate = self.params.sample_rate
         self.window_samples = int(round(window_s * self.sample_rate))
         self.hop_samples = int(round(hop_s * self.sample_rate))
         if self.hop_samples <= 0 or self.window_samples < self.params.win_length:
             raise ModelFormatError(f"{name}: card window_s={window_s} / hop_s={hop_s} too small for the features")
-        self.features = LogMel(self.params)
         self.n_frames = self.features.frames_for(self.window_samples)
         spec = self.runner.inputs[0]
         want = self.n_frames * self.params.n_features
@@ -199,9 +206,11 @@ class TriggerWordDetector:
                 f"{self.n_frames} frames x {self.params.n_features} features = {want} values"
             )
         self._input_shape = spec.shape
-        # consecutive windows share all but hop/frame-hop frames: compute only the new ones when the grids align
+        # consecutive windows share all but hop/frame-hop frames: compute only the new ones when the grids align,
+        # for up to n_frames // m hops in one call (their new frames all lie in the newest window)
         m, rem = divmod(self.hop_samples, self.params.hop_length)
         self._new_frames = m if rem == 0 and 0 < m < self.n_frames else 0
+        self._max_batch = self.n_frames // m if self._new_frames else 1
         self._feats = np.zeros((self.n_frames, self.params.n_features), dtype=np.float32)
 
     @property
@@ -220,15 +229,10 @@ class TriggerWordDetector:
         self._have_feats = False
         self.logic.reset()
 
-    def _window_features(self) -> np.ndarray:
+    def _new_features(self, hops: int) -> np.ndarray:
+        """Features of the newest ``hops`` hops (``hops * m`` frames), from the ring's window."""
         window, m = self._ring.window(), self._new_frames
-        if m and self._have_feats:
-            self._feats[:-m] = self._feats[m:]
-            self._feats[-m:] = self.features(window[(self.n_frames - m) * self.params.hop_length :])
-        else:
-            self._feats[:] = self.features(window)
-            self._have_feats = True
-        return self._feats
+        return self.features(window[(self.n_frames - hops * m) * self.params.hop_length :])
 
     def score_features(self, feats: np.ndarray) -> float:
         """Raw model score of one window's features ``[frames, n_features]``."""
@@ -241,17 +245,38 @@ class TriggerWordDetector:
         return float(seq[-k:].max())
 
     def _steps(self, samples: np.ndarray) -> Iterator[tuple[float, float]]:
-        """Feed samples; yield ``(time, raw score)`` at each hop boundary reached."""
+        """Feed samples; yield ``(time, raw score)`` at each hop boundary reached.
+
+        Once the first window is full, up to ``_max_batch`` hops that this call completes are
+        featurised together (one front end call), then scored one by one: the same numbers as
+        hop by hop, whatever the chunk size.
+        """
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        i = 0
-        while i < x.shape[0]:
-            to_hop = self.hop_samples - self._total % self.hop_samples
-            take = min(to_hop, x.shape[0] - i)
-            self._ring.write(x[i : i + take])
-            self._total += take
-            i += take
-            if self._total % self.hop_samples == 0 and self._total >= self.window_samples:
-                yield self._total / self.sample_rate, self.score_features(self._window_features())
+        i, n, hop = 0, x.shape[0], self.hop_samples
+        while i < n:
+            to_hop = hop - self._total % hop
+            if i + to_hop > n:  # no boundary in the rest
+                self._ring.write(x[i:])
+                self._total += n - i
+                return
+            k = 1 + (n - i - to_hop) // hop if self._have_feats else 1
+            k = min(k, self._max_batch)
+            end = i + to_hop + (k - 1) * hop
+            self._ring.write(x[i:end])
+            self._total += end - i
+            i = end
+            if self._total < self.window_samples:
+                continue
+            if not self._have_feats or not self._new_frames:
+                self._feats[:] = self.features(self._ring.window())
+                self._have_feats = True
+                yield self._total / self.sample_rate, self.score_features(self._feats)
+                continue
+            m, new = self._new_frames, self._new_features(k)
+            for j in range(k):
+                self._feats[:-m] = self._feats[m:]
+                self._feats[-m:] = new[j * m : (j + 1) * m]
+                yield (self._total - (k - 1 - j) * hop) / self.sample_rate, self.score_features(self._feats)
 
     def scores(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores (no smoothing, no events) at each hop boundary in ``samples``.

@@ -72,7 +72,9 @@ def word_stream(
         c = context[int(rng.integers(len(context)))]
         b = start - int(rng.uniform(0.05, 0.3) * SR)
         c = c[-b:] if b > 0 else c[:0]
-        out[b - c.shape[0] : b] += c * (level * rng.uniform(0.5, 1.0) / A._rms(c))
+        gain = level * rng.uniform(0.5, 1.0)
+        if c.shape[0]:  # the word starts at the stream's start: no room for context
+            out[b - c.shape[0] : b] += c * (gain / A._rms(c))
     if context and rng.random() < 0.5:
         c = context[int(rng.integers(len(context)))]
         a = end + int(rng.uniform(0.05, 0.3) * SR)
@@ -120,15 +122,18 @@ def babble_pool(clips: Sequence[Clip]) -> list[np.ndarray]:
 
 def make_windows(
     clips: Sequence[Clip], seed: int, window_s: float, neg_minutes: float, lm: LogMel, copies: int = 1,
-    user: Sequence[np.ndarray] = (), course_steps: int | None = None, progress=None, natural_boost: int = 1,
+    user: Sequence[np.ndarray] = (), course_steps: int | None = None, progress=None, natural_boost: int = 1, hop_s: float = 0.1,
 ) -> Windows:
     """Streams from ``clips`` (one split), their features and labelled windows.
 
-    Windows are cut every 100 ms (the device's hop); each positive stream ends at a random
+    ``lm`` is the feature extractor (:class:`sdk.audio.LogMel` or
+    :class:`sdk.speech_embedding.SpeechEmbedding`). Windows are cut every ``hop_s`` (the
+    device's hop); each positive stream ends at a random
     offset after its word, so the word end falls at every position relative to the hop grid.
     Positives of engines other than espeak-ng appear ``natural_boost`` times per copy.
     """
     rng = np.random.default_rng(seed)
+    step = max(1, int(round(hop_s * SR / lm.params.hop_length)))
     pos, negs, real = split_pools(clips)
     babble = babble_pool(clips)
     # the few natural-sounding (non-espeak) positives are repeated so they weigh like a real share
@@ -136,16 +141,16 @@ def make_windows(
     streams: list[tuple[np.ndarray, list[A.Event], int]] = []
     for _ in range(copies):
         for i in rng.permutation(len(boosted)):
-            streams.append((*word_stream(rng, boosted[i], window_s, babble, user, context=babble), 10))
+            streams.append((*word_stream(rng, boosted[i], window_s, babble, user, context=babble), step))
         if progress:
             progress(f"positive streams: {len(streams)}")
     # every negative word (synthetic confusables, sentences, real prompts) once, placed like a positive
     for x in negs + real:
-        streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble), 10))
+        streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble), step))
     for _ in range(int(neg_minutes * 60 / 8)):
-        streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user), 10))
+        streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user), step))
     if progress:
-        progress(f"streams: {len(streams)} ({sum(s[0].shape[0] for s in streams) / SR / 60:.1f} min); computing log-mels")
+        progress(f"streams: {len(streams)} ({sum(s[0].shape[0] for s in streams) / SR / 60:.1f} min); computing features")
     return windows_from_streams(streams, window_s, lm, course_steps)
 
 

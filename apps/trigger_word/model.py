@@ -1,10 +1,16 @@
 """Keras models for trigger words (host side; imports TensorFlow/Keras lazily).
 
-Both take log-mel frames ``[batch, frames, n_mels]`` as made by :class:`sdk.audio.LogMel`
-and convert to full int8 with :func:`converters.convert.convert`:
+All convert to full int8 with :func:`converters.convert.convert`:
 
-* :func:`build_dscnn` (default): a small depthwise-separable 1-D CNN over one window
-  (~1.2 s), one sigmoid score per window; the device runs it every hop (~100 ms).
+* :func:`build_head` (default, ``--arch embedding``): a small 1-D CNN over the last 16
+  embeddings (~2 s) of the frozen pretrained speech front end
+  (:mod:`sdk.speech_embedding`); the device runs the front end once per 80 ms hop and the
+  head on the newest 16 embeddings. The front end was trained on real speech, so the head
+  learns the word from synthetic voices and still hears people.
+* :func:`build_dscnn`: a small depthwise-separable 1-D CNN over log-mel frames
+  ``[batch, frames, n_mels]`` of one window (~1.2 s), one sigmoid score per window; the
+  device runs it every hop (~100 ms). Trained from scratch: fine on synthetic voices, weak
+  on real ones (``../shared/FINDINGS.md``).
 * :func:`build_course`: the course's model, Conv1D -> BN -> ReLU -> Dropout -> GRU -> GRU ->
   TimeDistributed Dense sigmoid, one score per output step (the detector reads the newest
   steps). The converter unrolls its GRUs for int8 (see FINDINGS.md: larger file).
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ARCHS = ("dscnn", "course")
+ARCHS = ("embedding", "dscnn", "course")
 
 
 def _keras() -> Any:
@@ -42,10 +48,31 @@ def level_norm_layer() -> Any:
     return LevelNorm
 
 
+def floored_leaky_relu_layer() -> Any:
+    """:class:`FlooredLeakyReLU`: ``max(leaky_relu(x, 0.2), -0.4)``, the speech embedding's activation."""
+    if "FlooredLeakyReLU" in globals():
+        return globals()["FlooredLeakyReLU"]
+    keras = _keras()
+
+    @keras.saving.register_keras_serializable(package="edgesdk")
+    class FlooredLeakyReLU(keras.layers.Layer):
+        """Leaky ReLU (slope 0.2) never below -0.4, as in Google's speech_embedding model."""
+
+        def call(self, x: Any) -> Any:
+            return keras.ops.maximum(keras.ops.leaky_relu(x, negative_slope=0.2), -0.4)
+
+    FlooredLeakyReLU.__module__ = __name__
+    FlooredLeakyReLU.__qualname__ = "FlooredLeakyReLU"
+    globals()["FlooredLeakyReLU"] = FlooredLeakyReLU
+    return FlooredLeakyReLU
+
+
 def __getattr__(name: str) -> Any:
-    # lets the converter's child process import "apps.trigger_word.model:LevelNorm"
+    # lets the converter's child process import "apps.trigger_word.model:LevelNorm" (and the others)
     if name == "LevelNorm":
         return level_norm_layer()
+    if name == "FlooredLeakyReLU":
+        return floored_leaky_relu_layer()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -79,6 +106,33 @@ def build_dscnn(frames: int, n_features: int, filters: int = 64, blocks: int = 4
     x = L.Flatten()(x)
     out = L.Dense(1, activation="sigmoid", name="score")(x)
     return keras.Model(inp, out, name="trigger_dscnn")
+
+
+def build_head(frames: int, n_features: int, filters: int = 48, hidden: int = 32, dropout: float = 0.3) -> Any:
+    """A head over speech embeddings ``[batch, frames, n_features]`` (16 x 96), single sigmoid output.
+
+    Args:
+        frames: Embeddings per window.
+        n_features: Embedding size.
+        filters: Channels of the two convolutions.
+        hidden: Units of the dense layer.
+        dropout: Dropout before the dense layers.
+
+    Returns:
+        An uncompiled ``keras.Model`` ``[B, frames, n_features] -> [B, 1]``.
+    """
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((frames, n_features), name="embeddings")
+    x = L.BatchNormalization(name="input_norm")(inp)
+    for i in range(2):
+        x = L.Conv1D(filters, 3, use_bias=False, name=f"conv{i}")(x)
+        x = L.ReLU()(L.BatchNormalization()(x))
+    # flatten keeps *where* in the window the word ended, so the score rises right after the end
+    x = L.Dropout(dropout)(L.Flatten()(x))
+    x = L.Dense(hidden, activation="relu", name="hidden")(x)
+    out = L.Dense(1, activation="sigmoid", name="score")(L.Dropout(dropout)(x))
+    return keras.Model(inp, out, name="trigger_head")
 
 
 def build_course(frames: int, n_features: int, conv_filters: int = 196, kernel: int = 15, stride: int = 4, units: int = 128, dropout: float = 0.5) -> Any:
@@ -119,6 +173,8 @@ def build(arch: str, frames: int, n_features: int, **kwargs: Any) -> Any:
     """Build ``arch`` (one of :data:`ARCHS`)."""
     from sdk.errors import ConfigError
 
+    if arch == "embedding":
+        return build_head(frames, n_features, **kwargs)
     if arch == "dscnn":
         return build_dscnn(frames, n_features, **kwargs)
     if arch == "course":

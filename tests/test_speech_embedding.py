@@ -1,0 +1,117 @@
+"""The pretrained speech front end: NumPy spectrogram, batched embeddings, heads that carry it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apps.trigger_word.app import TriggerWordDetector, card_fields
+from apps.trigger_word.train import FRONTEND
+from sdk import speech_embedding as E
+from sdk.card import ModelCard, embed_card, embed_metadata
+from sdk.errors import ModelFormatError
+from sdk.runner import Runner
+from sdk.tflite_file import TFLiteFile
+
+SR = 16000
+
+
+def test_mel_filters_cover_60_to_3800_hz_with_unit_area():
+    m = E.mel_matrix()
+    assert m.shape == (257, 32)
+    hz = np.linspace(0, 8000, 257)
+    used = hz[m.sum(axis=1) > 0]
+    assert 60 <= used.min() < 100 and 3700 < used.max() <= 3800
+    peaks = hz[m.argmax(axis=0)]
+    assert np.all(np.diff(peaks) > 0)  # ordered bands
+    area = m.sum(axis=0) * (hz[1] - hz[0])  # Slaney normalisation: each triangle has area ~1 (in Hz * 1/Hz-width)
+    np.testing.assert_allclose(area[4:], area[4], rtol=0.2)
+
+
+def test_mel_of_a_tone_peaks_in_its_band_and_slices_give_the_same_frames(rng):
+    x = 0.3 * np.sin(2 * np.pi * 1000 * np.arange(SR) / SR).astype(np.float32) + 0.001 * rng.standard_normal(SR).astype(np.float32)
+    mel = E.SpeechMel()(x)
+    assert mel.shape == (1 + (SR - 512) // 160, 32)
+    band = E.mel_matrix()[int(1000 / 8000 * 256)].argmax()
+    assert np.all(mel.argmax(axis=1) == band)
+    np.testing.assert_array_equal(E.SpeechMel()(x[1600:9000]), mel[10 : 10 + E.SpeechMel.frames_for(7400)])
+    assert E.SpeechMel()(x[:500]).shape == (0, 32)
+    silent = E.SpeechMel()(np.zeros(2000, np.float32))
+    np.testing.assert_allclose(silent, -8.0)  # the 1e-10 floor: 10*log10(1e-10) / 10 + 2
+
+
+@pytest.fixture(scope="module")
+def front() -> E.SpeechEmbedding:
+    return E.SpeechEmbedding(Runner(FRONTEND, threads=1))
+
+
+def test_batched_embeddings_equal_one_window_at_a_time(front, rng):
+    x = (0.1 * rng.standard_normal(3 * SR)).astype(np.float32)
+    emb = front(x)
+    p = front.params
+    assert emb.shape == (1 + (3 * SR - p.win_length) // p.hop_length, 96) and p.win_length == 12512 and p.hop_length == 1280
+    for k in (0, 7, emb.shape[0] - 1):
+        one = front(x[k * p.hop_length : k * p.hop_length + p.win_length])
+        np.testing.assert_array_equal(one[0], emb[k])
+    assert front(x[: p.win_length - 1]).shape == (0, 96)
+
+
+def test_frontend_shape_is_checked(tmp_path):
+    from tests.test_audio_tone_model import tone_model
+
+    with pytest.raises(ModelFormatError, match=r"must be \[1, frames, 32, 1\]"):
+        E.SpeechEmbedding(Runner(tone_model(tmp_path / "t.tflite")))
+
+
+def _head(path: Path, embed_front: bool = True) -> Path:
+    """A fixed-weight head: the score is a sigmoid of the newest embedding's mean (fires on loud speech-like sound)."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 96], tf.float32)])
+    def model(x):
+        return tf.sigmoid(tf.reduce_mean(x[:, -1:, :], axis=2))
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model)
+    p = E.EmbeddingParams()
+    card = ModelCard(**card_fields("thing", p, (p.win_length + 15 * p.hop_length) / SR, p.hop_length / SR, 0.5))
+    data = embed_card(conv.convert(), card)
+    if embed_front:
+        data = embed_metadata(data, E.FRONTEND_METADATA, FRONTEND.read_bytes())
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.tensorflow
+def test_head_with_embedded_frontend_streams_chunk_invariantly(tmp_path, rng):
+    model = _head(tmp_path / "head.tflite")
+    assert TFLiteFile.from_path(model).metadata[E.FRONTEND_METADATA] == FRONTEND.read_bytes()
+    x = (0.05 * rng.standard_normal(5 * SR)).astype(np.float32)
+    x[2 * SR : 3 * SR] *= 10
+    ref = TriggerWordDetector(model).scores(x)
+    # a score at every 80 ms boundary from the first full window (31712 samples) on: 2.0 s, 2.08 s ... 4.96 s
+    assert ref[0].shape[0] == 38 and ref[0][0] == pytest.approx(2.0) and ref[0][-1] == pytest.approx(4.96)
+    for chunk in (1000, 1280, 7000, len(x)):
+        det = TriggerWordDetector(model)
+        parts = [det.scores(x[i : i + chunk]) for i in range(0, len(x), chunk)]
+        np.testing.assert_array_equal(np.concatenate([t for t, _ in parts]), ref[0])
+        np.testing.assert_array_equal(np.concatenate([s for _, s in parts]), ref[1])
+
+
+@pytest.mark.tensorflow
+def test_head_without_its_frontend_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFormatError, match="no 'edgesdk.frontend' metadata"):
+        TriggerWordDetector(_head(tmp_path / "bare.tflite", embed_front=False))
+
+
+def test_embed_metadata_replaces_and_keeps_card(tmp_path):
+    from sdk.card import read_card
+    from tests.test_audio_tone_model import tone_model
+
+    data = tone_model(tmp_path / "t.tflite").read_bytes()
+    once = embed_metadata(data, "x", b"one")
+    twice = embed_metadata(once, "x", b"two")
+    f = TFLiteFile(twice)
+    assert f.metadata["x"] == b"two" and read_card(f).task == "trigger-word"
+    assert len(twice) < len(once) + 64  # replaced, not appended
