@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -63,14 +64,24 @@ class Letterbox:
             A new float32 array ``[N, 4]``.
         """
         b = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
-        # two whole-array ops (no strided slices): this runs on every frame
-        out = b - np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], np.float32)
-        out *= np.array([1 / self.scale, 1 / self.sy, 1 / self.scale, 1 / self.sy], np.float32)
+        pad, inv, size = self._unmap_arrays
+        # whole-array ops (no strided slices) with constants made once: this runs on every frame
+        out = b - pad
+        out *= inv
         if clip and self.src_w and self.src_h:
             # minimum/maximum: np.clip's Python wrapper costs more than the work on a few boxes
             np.maximum(out, 0, out=out)
-            np.minimum(out, np.array([self.src_w, self.src_h, self.src_w, self.src_h], np.float32), out=out)
+            np.minimum(out, size, out=out)
         return out
+
+    @cached_property
+    def _unmap_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-coordinate padding, inverse scale and image size (the Letterboxer reuses one instance per geometry)."""
+        return (
+            np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], np.float32),
+            np.array([1 / self.scale, 1 / self.sy, 1 / self.scale, 1 / self.sy], np.float32),
+            np.array([self.src_w, self.src_h, self.src_w, self.src_h], np.float32),
+        )
 
     def map(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Boxes ``[N, 4]`` in original-image pixels → model-input pixels (for training labels)."""
@@ -85,49 +96,61 @@ class Letterboxer:
     """Letterboxes images into one preallocated ``(h, w, 3)`` uint8 buffer (no per-frame allocation).
 
     The returned array is the internal buffer: copy it if you keep it past the next call.
+    :attr:`region` is the part of it the last image was written to (the rest is padding,
+    painted only when the geometry changes).
 
     Args:
         size: Model input ``(w, h)``.
-        color: Padding grey level.
+        color: Padding grey level, or one value per channel.
         keep_aspect: ``False`` stretches to ``size`` instead of padding.
+        out: A ``(h, w, 3)`` uint8 buffer to use instead of allocating one.
     """
 
-    def __init__(self, size: Sequence[int], color: int = PAD_VALUE, keep_aspect: bool = True) -> None:
+    def __init__(self, size: Sequence[int], color: int | Sequence[int] = PAD_VALUE, keep_aspect: bool = True, out: np.ndarray | None = None) -> None:
         w, h = _size(size)
         self.size = (w, h)
         self.color = color
         self.keep_aspect = keep_aspect
-        self._buf = np.full((h, w, 3), color, dtype=np.uint8)
-        self._last: tuple[int, int, int, int] | None = None  # region written last time
+        if out is not None and (out.shape != (h, w, 3) or out.dtype != np.uint8):
+            raise ValueError(f"letterbox buffer must be ({h}, {w}, 3) uint8, got {out.shape} {out.dtype}")
+        self._buf = np.empty((h, w, 3), dtype=np.uint8) if out is None else out
+        self._buf[:] = color
+        self.region = self._buf
+        # a video's frames all have one size: its geometry is worked out once
+        self._geometry: tuple[tuple[int, int], Letterbox, np.ndarray, int] | None = None
+
+    def _place(self, sw: int, sh: int) -> tuple[Letterbox, np.ndarray, int]:
+        """Mapping, destination view and interpolation for ``sw × sh`` images (repaints the border)."""
+        import cv2
+
+        w, h = self.size
+        if not self.keep_aspect:
+            return Letterbox(w / sw, 0.0, 0.0, sw, sh, h / sh), self._buf, cv2.INTER_LINEAR
+        r = min(w / sw, h / sh)
+        nw, nh = min(w, round(sw * r)), min(h, round(sh * r))
+        px, py = (w - nw) // 2, (h - nh) // 2
+        self._buf[:] = self.color
+        # the exact per-axis scale of the resized region (rounding makes it differ slightly from r)
+        lb = Letterbox(nw / sw, float(px), float(py), sw, sh, nh / sh)
+        return lb, self._buf[py : py + nh, px : px + nw], cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
 
     def __call__(self, img: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         import cv2
 
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"letterbox expects an (H, W, 3) image, got shape {img.shape}")
-        w, h = self.size
-        sh, sw = img.shape[:2]
-        if not self.keep_aspect:
-            cv2.resize(img, (w, h), dst=self._buf, interpolation=cv2.INTER_LINEAR)
-            return self._buf, Letterbox(w / sw, 0.0, 0.0, sw, sh, h / sh)
-        r = min(w / sw, h / sh)
-        nw, nh = min(w, round(sw * r)), min(h, round(sh * r))
-        px, py = (w - nw) // 2, (h - nh) // 2
-        region = (px, py, nw, nh)
-        if region != self._last:  # only repaint the border when the geometry changes
-            self._buf[:] = self.color
-            self._last = region
-        dst = self._buf[py : py + nh, px : px + nw]
-        if (nw, nh) == (sw, sh):
+        key = (img.shape[1], img.shape[0])
+        if self._geometry is None or self._geometry[0] != key:
+            self._geometry = (key, *self._place(*key))
+        _, lb, dst, interp = self._geometry
+        self.region = dst
+        if dst.shape[:2] == img.shape[:2]:
             dst[:] = img
+        elif dst.flags.c_contiguous:  # full-width band: resize straight into the buffer
+            cv2.resize(img, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interp)
         else:
-            interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
-            if dst.flags.c_contiguous:  # full-width band: resize straight into the buffer
-                cv2.resize(img, (nw, nh), dst=dst, interpolation=interp)
-            else:
-                dst[:] = cv2.resize(img, (nw, nh), interpolation=interp)
-        # the exact per-axis scale of the resized region (rounding makes it differ slightly from r)
-        return self._buf, Letterbox(nw / sw, float(px), float(py), sw, sh, nh / sh)
+            dst[:] = cv2.resize(img, (dst.shape[1], dst.shape[0]), interpolation=interp)
+        return self._buf, lb
 
 
 def letterbox(img: np.ndarray, size: Sequence[int], color: int = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
@@ -249,7 +272,6 @@ class Preprocessor:
         self.size = _size(size)
         self.mean, self.std, self.channel_order = mean, std, str(channel_order).lower()
         _ordered(np.zeros((1, 1, 3), np.uint8), channel_order)  # validate early
-        self._boxer = Letterboxer(self.size, keep_aspect=bool(letterbox))
         w, h = self.size
         self._lut: np.ndarray | None = None
         if quant is not None:
@@ -265,7 +287,12 @@ class Preprocessor:
             self._xor = bool(np.all(bits == (np.arange(256, dtype=np.uint8) ^ 0x80)[:, None]))
             self._qbuf = np.empty((1, h, w, 3), dtype=np.uint8)
             self._tensor = self._qbuf.view(self._dtype)
+            # letterbox straight into the tensor, its border already quantized: each frame then
+            # converts only the image region, in place
+            pad = tuple(int(v) for v in bits[PAD_VALUE])
+            self._boxer = Letterboxer(self.size, pad, bool(letterbox), out=self._qbuf[0])
         else:
+            self._boxer = Letterboxer(self.size, keep_aspect=bool(letterbox))
             self._tensor = np.empty((1, h, w, 3), dtype=np.float32)
 
     @classmethod
@@ -288,21 +315,26 @@ class Preprocessor:
         return cls(size, bool(spec.get("letterbox", True)), spec.get("mean", 0.0), spec.get("std", 255.0), spec.get("channel_order", "rgb"), quant)
 
     def __call__(self, img: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        import cv2
 
         boxed, lb = self._boxer(img)
         if self._lut is None:
             normalize(boxed, self.mean, self.std, self.channel_order, out=self._tensor[0])
             return self._tensor, lb
-        q = self._qbuf[0]
-        if self._xor:
-            if self.channel_order == "rgb":
-                cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB, dst=q)
-            else:
-                q[:] = boxed
-            np.bitwise_xor(q, np.uint8(0x80), out=q)
-            return self._tensor, lb
-        if self.channel_order == "rgb":
-            cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB, dst=boxed)  # the buffer is rewritten every call
-        cv2.LUT(boxed, self._lut, dst=q)
+        region = self._boxer.region
+        if not region.flags.c_contiguous:  # a pillarbox column: OpenCV cannot write into the view
+            region[:] = self._quantize(region.copy())
+        else:
+            self._quantize(region)
         return self._tensor, lb
+
+    def _quantize(self, region: np.ndarray) -> np.ndarray:
+        """BGR pixels of ``region`` → the input's quantized values in model channel order, in place."""
+        import cv2
+
+        if self.channel_order == "rgb":
+            cv2.cvtColor(region, cv2.COLOR_BGR2RGB, dst=region)
+        if self._xor:
+            np.bitwise_xor(region, np.uint8(0x80), out=region)
+        else:
+            cv2.LUT(region, self._lut, dst=region)
+        return region

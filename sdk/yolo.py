@@ -21,18 +21,28 @@ Layouts (decoder names, as written in the model card's ``output.decoder``):
 ``yolo-split`` — the int8-safe head: two outputs, ``boxes [N, 4]`` and ``scores [N, C]``
     (class probabilities, sigmoid applied). Boxes normalised to [0, 1] of the input size,
     ``box_format`` ``xywh`` (centre, default) or ``xyxy``. Each output gets its own int8
-    scale, so scores keep their resolution. The boxes output is the one with last axis 4
-    (named ``*box*`` when C is also 4).
+    scale, so scores keep their resolution. Which output holds the boxes: the card's
+    ``output.boxes`` / ``output.scores`` (output names as the Runner reports them, e.g.
+    ``output_0``, or indices), else the one output with last axis 4, else the one named
+    ``*box*``; when C is 4 too and neither tells, it is an error.
+
+Quantized outputs: :meth:`Decoder.decode_raw` takes the tensors as stored (int8...) with each
+output's ``(scale, zero_point)``. For ``yolo-split`` and ``yolov8`` it compares scores with
+the threshold in the quantized domain (the smallest stored value whose dequantized score
+passes) and dequantizes only the rows that pass, giving exactly what dequantizing everything
+and calling the decoder gives; other layouts dequantize, then decode.
 
 Card ``output`` keys read here: ``decoder``, ``anchors``, ``anchor_units`` (``grid`` |
 ``pixels``), ``box_format`` (``xywh`` | ``xyxy``), ``box_units`` (``normalized`` | ``pixels``;
-default: detected per frame from the value range, boxes ≤ 2 meaning normalised).
+default: detected per frame from the value range, boxes ≤ 2 meaning normalised), ``boxes``
+and ``scores`` (``yolo-split`` output roles).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -50,6 +60,7 @@ V3_ANCHORS = [
 ]
 V3_TINY_ANCHORS = [[[10, 14], [23, 27], [37, 58]], [[81, 82], [135, 169], [344, 319]]]
 Result = tuple[np.ndarray, np.ndarray, np.ndarray]
+Quant = tuple[float, int] | None  # an output's (scale, zero point); None: stored as float
 
 
 def _empty() -> Result:
@@ -63,6 +74,60 @@ def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     out[:, :2] = b[:, :2] - half
     out[:, 2:] = b[:, :2] + half
     return out
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Stored integers → float32, with the Runner's arithmetic (so both paths agree bit for bit)."""
+    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+@lru_cache(maxsize=64)
+def _q_threshold(conf: float, scale: float, zero_point: int, dtype: str) -> int | None:
+    """The smallest stored value whose dequantized score is ``>= conf``.
+
+    Found by dequantizing every value of the type, so ``q >= threshold`` selects exactly what
+    ``dequantize(q) >= conf`` selects. ``None`` when no threshold applies (float outputs,
+    wide integer types, a non-positive scale). When no value passes, one past the type's
+    maximum (NumPy compares it correctly: nothing passes).
+    """
+    dt = np.dtype(dtype)
+    if dt.kind not in "iu" or dt.itemsize > 2 or not scale > 0:
+        return None
+    info = np.iinfo(dt)
+    values = np.arange(info.min, info.max + 1, dtype=np.int64)
+    ok = np.flatnonzero(dequantize(values, scale, zero_point) >= conf)
+    return int(values[ok[0]]) if ok.size else info.max + 1
+
+
+@lru_cache(maxsize=64)
+def _lut(scale: float, zero_point: int, dtype: str) -> np.ndarray | None:
+    """8-bit types: float32 ``[256]`` indexed by the stored byte, built with :func:`dequantize`."""
+    dt = np.dtype(dtype)
+    if dt.itemsize != 1:
+        return None
+    return dequantize(np.arange(256, dtype=np.uint8).view(dt), scale, zero_point)
+
+
+def _dequantize_some(q: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
+    """:func:`dequantize` as one table lookup for 8-bit values (same numbers, fewer passes)."""
+    lut = _lut(float(quant[0]), int(quant[1]), q.dtype.str)
+    return dequantize(q, *quant) if lut is None else lut.take(q.view(np.uint8))
+
+
+def _rows_passing(scores: np.ndarray, threshold: float | int) -> np.ndarray:
+    """Sorted indices of the rows of ``[N, C]`` with any value ``>= threshold``.
+
+    One comparison over all N*C values, then work on the few hits: a max/argmax along a
+    short last axis over all N rows costs more.
+    """
+    hits = (scores >= threshold).ravel().nonzero()[0]  # np.flatnonzero, minus its Python wrapper
+    if hits.size <= 1:
+        return hits // scores.shape[1]
+    rows = hits // scores.shape[1]  # ascending, as hits are
+    first = np.empty(rows.size, bool)
+    first[0] = True
+    np.not_equal(rows[1:], rows[:-1], out=first[1:])
+    return rows[first]
 
 
 def _squeeze(a: np.ndarray, rank: int) -> np.ndarray:
@@ -93,21 +158,45 @@ class Decoder:
     def __call__(self, outputs: Sequence[np.ndarray], conf: float) -> Result:
         raise NotImplementedError
 
+    def decode_raw(self, outputs: Sequence[np.ndarray], quant: Sequence[Quant], conf: float) -> Result:
+        """Decode outputs as stored in the model (``Runner.run(x, raw=True)``).
+
+        Args:
+            outputs: Output tensors in model order, in their stored dtype.
+            quant: Per output ``(scale, zero_point)``, or ``None`` where it is float.
+            conf: Score threshold.
+
+        Returns:
+            Exactly what ``self([dequantized outputs], conf)`` returns; this base version
+            dequantizes everything, subclasses skip the work for rows below ``conf``.
+        """
+        return self([o if q is None else dequantize(o, *q) for o, q in zip(outputs, quant)], conf)
+
     def num_classes(self, shapes: Sequence[Sequence[int]]) -> int:
         raise NotImplementedError
 
     def _to_pixels(self, boxes: np.ndarray, normalized: bool) -> np.ndarray:
         out = xywh_to_xyxy(boxes) if self.box_format == "xywh" else np.asarray(boxes, np.float32)
         if normalized:
-            w, h = self.input_size
-            out *= np.array([w, h, w, h], np.float32)
+            out *= self._size4
         return out
 
-    def _normalized(self, box_rows: np.ndarray) -> bool:
+    @cached_property
+    def _size4(self) -> np.ndarray:
+        w, h = self.input_size
+        return np.array([w, h, w, h], np.float32)
+
+    def _normalized(self, box_rows: np.ndarray, quant: Quant = None) -> bool:
         if self.box_units is not None:
             return self.box_units == "normalized"
+        if box_rows.size == 0:
+            return True
         # centres of every candidate span the image: their max tells normalised from pixels
-        return box_rows.size == 0 or float(np.abs(box_rows).max()) <= 2.0
+        if quant is None:
+            return float(np.abs(box_rows).max()) <= 2.0
+        # dequantizing is monotonic: the largest |value| is at the smallest or largest stored one
+        ends = dequantize(np.array([box_rows.min(), box_rows.max()]), *quant)
+        return float(np.abs(ends).max()) <= 2.0
 
 
 class YoloV8Decoder(Decoder):
@@ -128,24 +217,30 @@ class YoloV8Decoder(Decoder):
         return min(s for s in shapes[0] if s != 1) - 4
 
     def __call__(self, outputs: Sequence[np.ndarray], conf: float) -> Result:
+        return self._decode(outputs, conf, None)
+
+    def decode_raw(self, outputs: Sequence[np.ndarray], quant: Sequence[Quant], conf: float) -> Result:
+        q = quant[0] if len(quant) == 1 else None
+        threshold = None if q is None else _q_threshold(conf, float(q[0]), int(q[1]), outputs[0].dtype.str)
+        if threshold is None:
+            return super().decode_raw(outputs, quant, conf)
+        return self._decode(outputs, threshold, q)
+
+    def _decode(self, outputs: Sequence[np.ndarray], threshold: float | int, q: Quant) -> Result:
+        """Decode floats (``q`` None), or stored integers with ``threshold`` in their domain."""
         a, channels_first = self._table(outputs)
-        if channels_first:
-            best = a[4:].max(axis=0)
-            keep = np.flatnonzero(best >= conf)
-            if keep.size == 0:
-                return _empty()
-            cls = a[4:, keep].argmax(axis=0)
-            boxes = a[:4, keep].T
-            normalized = self._normalized(a[:4])
-        else:
-            best = a[:, 4:].max(axis=1)
-            keep = np.flatnonzero(best >= conf)
-            if keep.size == 0:
-                return _empty()
-            cls = a[keep, 4:].argmax(axis=1)
-            boxes = a[keep, :4]
-            normalized = self._normalized(a[:, :4])
-        return self._to_pixels(boxes, normalized), best[keep].astype(np.float32), cls
+        if not channels_first:
+            a = a.T  # a view: [4+C, N] either way
+        best = a[4:].max(axis=0)
+        keep = np.flatnonzero(best >= threshold)
+        if keep.size == 0:
+            return _empty()
+        cls = a[4:, keep].argmax(axis=0)
+        boxes, best = a[:4, keep].T, best[keep]
+        normalized = self._normalized(a[:4], q)
+        if q is not None:
+            boxes, best = _dequantize_some(boxes, q), _dequantize_some(best, q)
+        return self._to_pixels(boxes, normalized), best.astype(np.float32), cls
 
 
 class YoloV5Decoder(Decoder):
@@ -184,40 +279,94 @@ class SplitDecoder(Decoder):
         self.name = "yolo-split"
         self.box_index = 0
 
-    def locate(self, shapes: Sequence[Sequence[int]], names: Sequence[str] | None = None) -> None:
-        """Find which output holds the boxes."""
+    def locate(self, shapes: Sequence[Sequence[int]], names: Sequence[str] | None = None, roles: Mapping[str, Any] | None = None) -> None:
+        """Find which output holds the boxes: the card's ``boxes``/``scores`` roles, else shapes, else names.
+
+        Raises:
+            ModelFormatError: Shapes that do not fit, a role naming no output, or two
+                ``[1, N, 4]`` outputs (4 classes) with nothing saying which holds the boxes.
+        """
         if len(shapes) != 2:
             raise _shape_error(self.name, shapes, f"expects two outputs (boxes, scores), got {len(shapes)}")
         dims = [[d for d in s if d != 1] for s in shapes]
         if any(len(d) != 2 for d in dims) or dims[0][0] != dims[1][0]:
             raise _shape_error(self.name, shapes, "expects boxes [1, N, 4] and scores [1, N, C] with the same N")
+        by_role = _role_index(roles or {}, names, shapes)
         fours = [i for i, d in enumerate(dims) if d[1] == 4]
+        if by_role is not None:
+            if dims[by_role][1] != 4:
+                raise _shape_error(self.name, shapes, f"the card's output roles put the boxes in output {by_role}, whose last axis is not 4")
+            self.box_index = by_role
+            return
         if not fours:
             raise _shape_error(self.name, shapes, "no output has a last axis of 4 for the boxes")
-        if len(fours) == 2 and names:
-            named = [i for i, n in enumerate(names) if "box" in n.lower()]
-            fours = named or fours
+        if len(fours) == 2:
+            named = [i for i, n in enumerate(names or ()) if "box" in n.lower()]
+            if len(named) != 1:
+                shown = [list(s) for s in shapes]
+                raise ModelFormatError(
+                    f"outputs {shown} (names {list(names or [])}) are ambiguous for the yolo-split decoder: both have a last "
+                    "axis of 4 (4 classes) and nothing says which holds the boxes; set output.boxes and output.scores in "
+                    "the model card to the output names (edgesdk train detect records them), or pass --yolo matching the model"
+                )
+            fours = named
         self.box_index = fours[0]
 
     def num_classes(self, shapes: Sequence[Sequence[int]]) -> int:
         return int(shapes[1 - self.box_index][-1])
 
     def __call__(self, outputs: Sequence[np.ndarray], conf: float) -> Result:
+        return self._decode(outputs, conf, (None, None))
+
+    def decode_raw(self, outputs: Sequence[np.ndarray], quant: Sequence[Quant], conf: float) -> Result:
+        if len(outputs) != 2 or len(quant) != 2:
+            raise _shape_error(self.name, [o.shape for o in outputs], "expects two outputs")
+        qb, qs = quant[self.box_index], quant[1 - self.box_index]
+        threshold = None if qs is None else _q_threshold(conf, float(qs[0]), int(qs[1]), outputs[1 - self.box_index].dtype.str)
+        if threshold is None:
+            return super().decode_raw(outputs, quant, conf)
+        return self._decode(outputs, threshold, (qb, qs))
+
+    def _decode(self, outputs: Sequence[np.ndarray], threshold: float | int, quant: tuple[Quant, Quant]) -> Result:
+        """Decode floats, or stored scores compared with ``threshold`` in their own domain."""
         if len(outputs) != 2:
             raise _shape_error(self.name, [o.shape for o in outputs], "expects two outputs")
-        boxes = _squeeze(outputs[self.box_index], 2)
         scores = _squeeze(outputs[1 - self.box_index], 2)
-        # one comparison over all N*C scores, then max/argmax on the few rows that pass:
-        # a reduction along a short last axis over all N rows costs more
-        mask = np.zeros(scores.shape[0], bool)
-        mask[np.flatnonzero(scores >= conf) // scores.shape[1]] = True
-        keep = np.flatnonzero(mask)
+        keep = _rows_passing(scores, threshold)
         if keep.size == 0:
             return _empty()
         rows = scores[keep]
-        cls = rows.argmax(axis=1)
-        best = rows[np.arange(keep.size), cls].astype(np.float32)
-        return self._to_pixels(boxes[keep], self.box_units != "pixels"), best, cls
+        cls = rows.argmax(axis=1)  # dequantizing is monotonic: the same class either way
+        best = rows[np.arange(keep.size), cls]
+        boxes = _squeeze(outputs[self.box_index], 2)[keep]
+        qb, qs = quant
+        best = best.astype(np.float32) if qs is None else _dequantize_some(best, qs)
+        if qb is not None:
+            boxes = _dequantize_some(boxes, qb)
+        return self._to_pixels(boxes, self.box_units != "pixels"), best, cls
+
+
+def _role_index(roles: Mapping[str, Any], names: Sequence[str] | None, shapes: Sequence[Sequence[int]]) -> int | None:
+    """Index of the boxes output from the card's ``output.boxes`` / ``output.scores``, or None."""
+    found: dict[str, int] = {}
+    for role in ("boxes", "scores"):
+        ref = roles.get(role)
+        if ref is None:
+            continue
+        if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < len(shapes):
+            found[role] = ref
+        elif isinstance(ref, str) and names and ref in names:
+            found[role] = list(names).index(ref)
+        else:
+            raise ModelFormatError(
+                f"card output.{role} is {ref!r}, which names no output of this model (outputs {list(names or [])}, "
+                f"shapes {[list(s) for s in shapes]}); fix the card or pass --yolo matching the model"
+            )
+    if "boxes" in found and "scores" in found and found["boxes"] == found["scores"]:
+        raise ModelFormatError(f"card output.boxes and output.scores both name output {found['boxes']}; they must differ")
+    if "boxes" in found:
+        return found["boxes"]
+    return 1 - found["scores"] if "scores" in found else None
 
 
 def _grid(o: np.ndarray) -> np.ndarray:
@@ -374,7 +523,8 @@ def choose_decoder(
         card_output: The model card's ``output`` mapping (decoder parameters), if any.
         ultralytics: :func:`sdk.card.ultralytics_metadata` of the model, if any.
         override: ``v2``/``v3``/``v5``/``v8`` (or a decoder name) from ``--yolo``.
-        names: Output tensor names (to find a ``box`` output when shapes are ambiguous).
+        names: Output names as the Runner reports them (for the card's ``boxes``/``scores``
+            roles, else a ``box`` name when shapes are ambiguous).
 
     Returns:
         The decoder, checked against the shapes, and a one-line reason for the log.
@@ -402,7 +552,7 @@ def choose_decoder(
         params["anchors"] = V3_TINY_ANCHORS
     dec = make_decoder(name, input_size, params)
     if isinstance(dec, SplitDecoder):
-        dec.locate(shapes, names)
+        dec.locate(shapes, names, params)
     dec([np.zeros(s, np.float32) for s in shapes], 2.0)  # shape check now, not on the first frame
     if name in ("yolov2", "yolov3") and not params.get("anchors"):
         reason += f", default {name} anchors"

@@ -1,4 +1,4 @@
-"""NMS against a brute-force reference (hypothesis), both matrix and vector paths."""
+"""NMS against a brute-force reference (hypothesis), on every path (small, pairs, matrix, vector)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ box_st = st.tuples(st.integers(0, 60), st.integers(0, 60), st.integers(1, 40), s
     iou=st.sampled_from([0.3, 0.45, 0.5, 0.7]),
     max_det=st.integers(1, 50),
     agnostic=st.booleans(),
-    path=st.sampled_from(["pairs", "matrix", "vector"]),
+    path=st.sampled_from(["small", "pairs", "matrix", "vector"]),
 )
 def test_nms_matches_brute_force(data, iou, max_det, agnostic, path):
     boxes = np.array([d[0] for d in data], np.float64).reshape(-1, 4)
@@ -46,13 +46,14 @@ def test_nms_matches_brute_force(data, iou, max_det, agnostic, path):
         # exact ties at the threshold are decided by float rounding; keep them out
         m = iou_matrix(boxes, boxes).astype(np.float64)
         assume(not np.any(np.abs(m - iou) < 1e-5))
-    old = nms_mod.PAIRS_MIN, nms_mod.PAIRS_MAX, nms_mod.MATRIX_MAX
+    old = nms_mod.SMALL_MAX, nms_mod.SMALL_PAIRS, nms_mod.PAIRS_MIN, nms_mod.PAIRS_MAX, nms_mod.MATRIX_MAX
+    nms_mod.SMALL_MAX, nms_mod.SMALL_PAIRS = (10**6, 10**6) if path == "small" else (0, 0)
     nms_mod.PAIRS_MIN, nms_mod.PAIRS_MAX = (-1, 10**6) if path == "pairs" else (0, 0)
     nms_mod.MATRIX_MAX = 0 if path == "vector" else 10**6
     try:
         got = nms(boxes, scores, classes, iou=iou, max_det=max_det, agnostic=agnostic)
     finally:
-        nms_mod.PAIRS_MIN, nms_mod.PAIRS_MAX, nms_mod.MATRIX_MAX = old
+        nms_mod.SMALL_MAX, nms_mod.SMALL_PAIRS, nms_mod.PAIRS_MIN, nms_mod.PAIRS_MAX, nms_mod.MATRIX_MAX = old
     assert got.tolist() == reference(boxes.tolist(), scores.tolist(), classes.tolist(), iou, max_det, agnostic)
 
 

@@ -79,3 +79,20 @@ def test_from_card_input_rejects_unknown_keys():
     assert Preprocessor.from_card_input({}, (16, 16)).size == (16, 16)
     with pytest.raises(ConfigError, match="unknown keys"):
         Preprocessor.from_card_input({"sizes": [1, 2]}, (16, 16))
+
+
+@pytest.mark.parametrize("order", ["rgb", "bgr"])
+@pytest.mark.parametrize("keep_aspect", [True, False])
+def test_quantized_tensor_in_place_across_geometries(order, keep_aspect, rng):
+    """Letterboxed straight into the tensor, only the image region converted: still exact, for
+    wide, tall (a non-contiguous column) and exact-size images in turn, on one Preprocessor."""
+    for mean, std, scale, zp in ((0, 255, 1 / 255, -128), ([123.7, 116.3, 103.5], [58.4, 57.1, 57.4], 0.0187, 3)):
+        spec = TensorSpec("x", 0, (1, 32, 32, 3), np.dtype(np.int8), scale, zp)
+        pf = Preprocessor((32, 32), keep_aspect, mean, std, order)
+        pq = Preprocessor((32, 32), keep_aspect, mean, std, order, quant=(scale, zp, np.int8))
+        for shape in ((37, 53, 3), (61, 20, 3), (32, 32, 3), (37, 53, 3), (61, 20, 3)):
+            img = rng.integers(0, 256, shape, dtype=np.uint8)
+            f, lb_f = pf(img)
+            q, lb_q = pq(img)
+            assert lb_f == lb_q
+            np.testing.assert_array_equal(q, spec.quantize(f))

@@ -25,6 +25,9 @@ import numpy as np
 DEFAULT_OUT = Path(__file__).parent / "models"
 INPUT_SPEC = {"letterbox": True, "mean": 0.0, "std": 255.0, "channel_order": "rgb"}
 STRIDES = (8, 16)
+# which converted output holds what: the Keras model's outputs are [boxes, scores], and the
+# converter names them by position; with 4 classes both are [1, N, 4], so the card must say
+OUTPUT_ROLES = {"boxes": "output_0", "scores": "output_1"}
 
 
 def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -202,7 +205,7 @@ def card_for(labels, args: argparse.Namespace, desc: str):
     return ModelCard(
         task="detect",
         input={"size": [args.imgsz, args.imgsz], **INPUT_SPEC},
-        output={"decoder": "yolo-split", "box_format": "xyxy", "box_units": "normalized", "strides": list(STRIDES), "labels": list(labels)},
+        output={"decoder": "yolo-split", "box_format": "xyxy", "box_units": "normalized", **OUTPUT_ROLES, "strides": list(STRIDES), "labels": list(labels)},
         license="Apache-2.0 (weights); training images generated from CC0/public-domain scikit-image photographs" if generated else "",
         notes=f"edgesdk train detect --seed {args.seed} --imgsz {args.imgsz} --width {args.width} --epochs {args.epochs}"
         + (f" --init {Path(args.init).name}" if getattr(args, "init", None) else "")
@@ -230,6 +233,7 @@ def export_and_evaluate(net, train, test, args: argparse.Namespace, desc: str) -
         path = out / f"detect_{mode}.tflite"
         _log(f"converting to {mode} → {path}")
         res = convert(net, mode=mode, output=str(path), calibration=calib if mode == "int8" else None, card=card, custom_objects=_custom_objects())
+        check_output_roles(path, len(train.labels))
         m = _evaluate(path, eval_dir / "images", coco)
         results[mode] = {**m, "size_bytes": res.size_bytes}
         _log(f"{mode}: mAP@0.5 {m['map50']:.4f}  mAP@0.5:0.95 {m['map']:.4f}  ({res.size_bytes / 1024:.0f} KiB)")
@@ -240,6 +244,25 @@ def export_and_evaluate(net, train, test, args: argparse.Namespace, desc: str) -
         metrics = {**c.metrics, "map50": results[mode]["map50"], "map50_95": results[mode]["map"], "float_map50": results["fp32"]["map50"], "eval_set": on}
         write_card(path, dataclasses.replace(c, metrics=metrics))
     return results
+
+
+def check_output_roles(path: Path, num_classes: int) -> None:
+    """Fail loudly if the converted outputs are not named as :data:`OUTPUT_ROLES` records.
+
+    Raises:
+        ConversionError: When a recorded name is missing or its shape does not fit its role.
+    """
+    from sdk.errors import ConversionError
+    from sdk.runner import Runner
+
+    outs = {s.name: s.shape for s in Runner(str(path)).outputs}
+    want = {"boxes": 4, "scores": num_classes}
+    for role, name in OUTPUT_ROLES.items():
+        if name not in outs or outs[name][-1] != want[role]:
+            raise ConversionError(
+                f"{path}: expected output {name!r} to hold the {role} [1, N, {want[role]}], but the converted outputs are "
+                f"{ {k: list(v) for k, v in outs.items()} }; update OUTPUT_ROLES in apps/detect/train.py to the converter's naming"
+            )
 
 
 def _custom_objects() -> dict[str, Any]:
