@@ -359,3 +359,37 @@ def test_device_side_runs_with_tensorflow_blocked(models, video):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "['green', 'red']"
+
+
+def _frames(path: Path, n: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < n:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    return frames
+
+
+@pytest.mark.parametrize("conf", [0.001, 0.25])
+def test_int8_outputs_decoded_in_the_quantized_domain_match_the_float_path(models, video, conf):
+    """The Detector's fast path (decode stored int8, dequantize only what passes) changes nothing:
+    on the test models and on the shipped default model over the bundled demo video."""
+    from apps.detect.app import DEFAULT_MODEL
+
+    cases = [(models / "split_int8.tflite", video), (models / "ultra_int8.tflite", video)]
+    demo_video = DEFAULT_MODEL.parent.parent / "samples" / "demo.mp4"
+    if DEFAULT_MODEL.is_file() and demo_video.is_file():
+        cases.append((DEFAULT_MODEL, demo_video))
+    for model, clip in cases:
+        fast = Detector(Runner(model), Settings(conf=conf))
+        slow = Detector(Runner(model), Settings(conf=conf))
+        slow._raw = False  # what the Detector did before: the Runner dequantizes every output
+        assert fast._raw, model
+        found = 0
+        for frame in _frames(clip, 60):
+            got = fast(frame)
+            assert got == slow(frame), model
+            found += len(got)
+        assert found, model

@@ -153,3 +153,41 @@ def test_train_rejects_bad_options():
     args.imgsz, args.data = 160, "/nonexistent/coco.json"
     with pytest.raises(ConfigError, match="--data"):
         T._check_args(args)
+
+
+@pytest.mark.tensorflow
+def test_four_class_split_model_decodes_by_the_card_roles(small_set, tmp_path):
+    """4 classes: boxes and scores are both [1, N, 4]; the card written by the recipe says which is which."""
+    import dataclasses
+
+    import keras
+
+    from apps.detect import model as M
+    from apps.detect import train as T
+    from apps.detect.app import Detector
+    from converters.convert import convert
+    from sdk.card import write_card
+    from sdk.errors import ModelFormatError
+    from sdk.runner import Runner
+
+    labels = list(small_set.labels[:4])
+    args = argparse.Namespace(imgsz=SIZE[0], seed=0, width=8, epochs=1)
+    keras.utils.set_random_seed(1)
+    net = M.build_model(len(labels), SIZE, T.STRIDES, args.width, batch_size=1)
+    x = T.to_inputs(small_set.images)
+    res = convert(net, mode="int8", output=str(tmp_path / "d4_int8.tflite"), calibration=x, card=T.card_for(labels, args, "test"), custom_objects=T._custom_objects(), progress=False)
+    T.check_output_roles(res.path, len(labels))
+    r = Runner(res.path)
+    assert [o.shape for o in r.outputs] == [(1, 80, 4), (1, 80, 4)]
+    assert (r.card.output["boxes"], r.card.output["scores"]) == ("output_0", "output_1")
+    det = Detector(r)
+    k_boxes, k_scores = net.predict(x[:1], verbose=0)
+    outs = r.run(x[:1])
+    assert r.outputs[det.decoder.box_index].name == "output_0"
+    np.testing.assert_allclose(outs[det.decoder.box_index], k_boxes, atol=0.03)
+    np.testing.assert_allclose(outs[1 - det.decoder.box_index], k_scores, atol=0.03)
+    # the same model without the roles: shapes and names cannot tell, so it is a clear error
+    bare = dataclasses.replace(r.card, output={k: v for k, v in r.card.output.items() if k not in ("boxes", "scores")})
+    write_card(res.path, bare, tmp_path / "bare.tflite")
+    with pytest.raises(ModelFormatError, match=r"\[\[1, 80, 4\], \[1, 80, 4\]\].*ambiguous.*--yolo"):
+        Detector(Runner(tmp_path / "bare.tflite"))

@@ -171,3 +171,66 @@ def test_no_matching_layout_names_shapes_and_flag():
         choose_decoder([(1, 84, 8400)], (64, 64), card_output={"decoder": "ssd"})
     with pytest.raises(ModelFormatError, match="task 'segment'"):
         choose_decoder([(1, 84, 8400)], (64, 64), ultralytics={"task": "segment"})
+
+
+def _quantize(x: np.ndarray, rng) -> tuple[np.ndarray, tuple[float, int]]:
+    """``x`` as int8 with a scale/zero point fitted to its range (as a converter would)."""
+    lo, hi = float(min(x.min(), 0)), float(max(x.max(), 0))
+    scale = (hi - lo) / 255 or 1.0
+    zp = int(np.clip(round(-128 - lo / scale), -128, 127)) + int(rng.integers(-2, 3))
+    zp = int(np.clip(zp, -128, 127))
+    return np.clip(np.rint(x / scale) + zp, -128, 127).astype(np.int8), (scale, zp)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_quantized_domain_threshold_gives_exactly_the_float_path(seed):
+    """decode_raw (compare in int8, dequantize the few rows that pass) == dequantize all, then decode."""
+    from sdk.yolo import dequantize
+
+    rng = np.random.default_rng(seed)
+    n, c = 300, int(rng.integers(1, 9))
+    boxes = rng.uniform(0, 1, (1, n, 4)).astype(np.float32)
+    scores = rng.beta(0.5, 3, (1, n, c)).astype(np.float32)
+    qb, pb = _quantize(boxes, rng)
+    qs, ps = _quantize(scores, rng)
+    v8 = np.concatenate([rng.uniform(0, W, (1, 4, n)), rng.beta(0.5, 3, (1, c, n))], axis=1).astype(np.float32)
+    q8, p8 = _quantize(v8, rng)
+    split = make_decoder("yolo-split", (W, H), {"box_format": "xyxy" if seed % 2 else "xywh"})
+    split.box_index = seed % 2
+    pair = [qs, qb] if split.box_index else [qb, qs]
+    quant = [ps, pb] if split.box_index else [pb, ps]
+    cases = [(split, pair, quant), (make_decoder("yolov8", (W, H)), [q8], [p8]), (make_decoder("yolov8", (W, H)), [q8.transpose(0, 2, 1)], [p8])]
+    for dec, outs, q in cases:
+        floats = [dequantize(o, *p) for o, p in zip(outs, q)]
+        for conf in (0.0, 0.001, 0.1, 0.25, float(rng.uniform(0, 1)), 0.999, 1.0):
+            want = dec(floats, conf)
+            got = dec.decode_raw(outs, q, conf)
+            for g, w in zip(got, want):
+                assert g.dtype == w.dtype
+                np.testing.assert_array_equal(g, w)
+
+
+def test_float_outputs_take_the_plain_path_through_decode_raw():
+    t = v8_tensor()
+    _check(make_decoder("yolov8", (W, H)).decode_raw([t], [None], 0.25))
+
+
+def test_split_roles_from_the_card_names_or_indices():
+    four = [(1, 50, 4), (1, 50, 4)]  # 4 classes: both outputs are [1, N, 4]
+    names = ["output_1", "output_0"]
+    for roles in ({"boxes": "output_0"}, {"scores": "output_1"}, {"boxes": "output_0", "scores": "output_1"}, {"boxes": 1}):
+        dec, _ = choose_decoder(four, (W, H), {"decoder": "yolo-split", **roles}, names=names)
+        assert dec.box_index == 1, roles
+    with pytest.raises(ModelFormatError, match=r"\[\[1, 50, 4\], \[1, 50, 4\]\].*ambiguous.*output\.boxes.*--yolo"):
+        choose_decoder(four, (W, H), {"decoder": "yolo-split"}, names=names)
+    with pytest.raises(ModelFormatError, match=r"ambiguous.*--yolo"):
+        choose_decoder(four, (W, H))  # no card at all: the shapes pick yolo-split, then cannot tell
+    with pytest.raises(ModelFormatError, match=r"output\.boxes is 'boxes'.*names no output"):
+        choose_decoder(four, (W, H), {"boxes": "boxes"}, names=names)
+    with pytest.raises(ModelFormatError, match="must differ"):
+        choose_decoder(four, (W, H), {"boxes": "output_0", "scores": "output_0"}, names=names)
+    with pytest.raises(ModelFormatError, match="last axis is not 4"):
+        choose_decoder([(1, 50, 4), (1, 50, 6)], (W, H), {"boxes": "output_1"}, names=["output_0", "output_1"])
+    # unambiguous shapes and a single *box* name still work without a card
+    assert choose_decoder([(1, 50, 6), (1, 50, 4)], (W, H))[0].box_index == 1
+    assert choose_decoder(four, (W, H), names=["scores", "boxes"])[0].box_index == 1
