@@ -82,8 +82,8 @@ def nms(
     if n <= min(SMALL_MAX, max_candidates):
         cls_list = None if class_ids is None or agnostic else np.asarray(class_ids).reshape(-1).tolist()
         # its cost grows with the same-class pairs: all n(n-1)/2 when one class
-        counts = Counter(cls_list).values() if cls_list is not None else (n,)
-        if sum(k * (k - 1) // 2 for k in counts) <= SMALL_PAIRS:
+        few = n * (n - 1) // 2 <= SMALL_PAIRS
+        if few or sum(k * (k - 1) // 2 for k in (Counter(cls_list).values() if cls_list is not None else (n,))) <= SMALL_PAIRS:
             return _greedy_small(np.asarray(boxes).reshape(-1, 4).tolist(), np.asarray(scores).reshape(-1).tolist(), iou, max_det, cls_list)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")[:max_candidates]
     # float64: class offsets (below) must not cost precision in the IoU

@@ -114,22 +114,6 @@ def _dequantize_some(q: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
     return dequantize(q, *quant) if lut is None else lut.take(q.view(np.uint8))
 
 
-def _rows_passing(scores: np.ndarray, threshold: float | int) -> np.ndarray:
-    """Sorted indices of the rows of ``[N, C]`` with any value ``>= threshold``.
-
-    One comparison over all N*C values, then work on the few hits: a max/argmax along a
-    short last axis over all N rows costs more.
-    """
-    hits = (scores >= threshold).ravel().nonzero()[0]  # np.flatnonzero, minus its Python wrapper
-    if hits.size <= 1:
-        return hits // scores.shape[1]
-    rows = hits // scores.shape[1]  # ascending, as hits are
-    first = np.empty(rows.size, bool)
-    first[0] = True
-    np.not_equal(rows[1:], rows[:-1], out=first[1:])
-    return rows[first]
-
-
 def _squeeze(a: np.ndarray, rank: int) -> np.ndarray:
     while a.ndim > rank and a.shape[0] == 1:
         a = a[0]
@@ -278,6 +262,7 @@ class SplitDecoder(Decoder):
     def __post_init__(self) -> None:
         self.name = "yolo-split"
         self.box_index = 0
+        self._plan: tuple[Any, ...] | None = None  # decode_raw's tables for the last (conf, quant)
 
     def locate(self, shapes: Sequence[Sequence[int]], names: Sequence[str] | None = None, roles: Mapping[str, Any] | None = None) -> None:
         """Find which output holds the boxes: the card's ``boxes``/``scores`` roles, else shapes, else names.
@@ -316,33 +301,57 @@ class SplitDecoder(Decoder):
         return int(shapes[1 - self.box_index][-1])
 
     def __call__(self, outputs: Sequence[np.ndarray], conf: float) -> Result:
-        return self._decode(outputs, conf, (None, None))
+        return self._decode(outputs, conf)
 
     def decode_raw(self, outputs: Sequence[np.ndarray], quant: Sequence[Quant], conf: float) -> Result:
         if len(outputs) != 2 or len(quant) != 2:
             raise _shape_error(self.name, [o.shape for o in outputs], "expects two outputs")
-        qb, qs = quant[self.box_index], quant[1 - self.box_index]
-        threshold = None if qs is None else _q_threshold(conf, float(qs[0]), int(qs[1]), outputs[1 - self.box_index].dtype.str)
+        key = (conf, list(quant), outputs[0].dtype, outputs[1].dtype, self.box_index)
+        if self._plan is None or self._plan[0] != key:
+            self._plan = (key, *self._make_plan(outputs, quant, conf))
+        threshold, lut_s, lut_b, scaled = self._plan[1:]
         if threshold is None:
             return super().decode_raw(outputs, quant, conf)
-        return self._decode(outputs, threshold, (qb, qs))
+        return self._decode(outputs, threshold, lut_s, lut_b, scaled)
 
-    def _decode(self, outputs: Sequence[np.ndarray], threshold: float | int, quant: tuple[Quant, Quant]) -> Result:
-        """Decode floats, or stored scores compared with ``threshold`` in their own domain."""
+    def _make_plan(self, outputs: Sequence[np.ndarray], quant: Sequence[Quant], conf: float) -> tuple[Any, ...]:
+        """``(threshold, score table, box table, box table scaled to pixels)``; threshold None: no fast path."""
+        qb, qs = quant[self.box_index], quant[1 - self.box_index]
+        st, bt = outputs[1 - self.box_index].dtype.str, outputs[self.box_index].dtype.str
+        threshold = None if qs is None else _q_threshold(conf, float(qs[0]), int(qs[1]), st)
+        lut_s = None if qs is None else _lut(float(qs[0]), int(qs[1]), st)
+        lut_b = None if qb is None else _lut(float(qb[0]), int(qb[1]), bt)
+        if threshold is None or lut_s is None or (qb is not None and lut_b is None):  # 16-bit: dequantize all
+            return None, None, None, False
+        w, h = self.input_size
+        if lut_b is not None and self.box_format == "xyxy" and self.box_units != "pixels" and w == h:
+            # corners × size straight from the table: the same float32 products _to_pixels makes
+            return threshold, lut_s, lut_b * np.float32(w), True
+        return threshold, lut_s, lut_b, False
+
+    def _decode(self, outputs: Sequence[np.ndarray], threshold: float | int, lut_s: np.ndarray | None = None, lut_b: np.ndarray | None = None, scaled: bool = False) -> Result:
+        """Decode floats, or stored 8-bit values: scores compared with ``threshold`` in their own
+        domain, then only the passing rows dequantized through the tables ``lut_s`` / ``lut_b``."""
         if len(outputs) != 2:
             raise _shape_error(self.name, [o.shape for o in outputs], "expects two outputs")
-        scores = _squeeze(outputs[1 - self.box_index], 2)
-        keep = _rows_passing(scores, threshold)
+        scores = outputs[1 - self.box_index]
+        c = scores.shape[-1]
+        keep = (scores >= threshold).ravel().nonzero()[0]  # np.flatnonzero, minus its Python wrapper
         if keep.size == 0:
             return _empty()
-        rows = scores[keep]
+        keep //= c  # rows, ascending; a row with several classes above the threshold comes once
+        listed = keep.tolist()
+        if len(set(listed)) < len(listed):
+            keep = np.array(list(dict.fromkeys(listed)))
+        rows = scores.reshape(-1, c)[keep]
         cls = rows.argmax(axis=1)  # dequantizing is monotonic: the same class either way
         best = rows[np.arange(keep.size), cls]
-        boxes = _squeeze(outputs[self.box_index], 2)[keep]
-        qb, qs = quant
-        best = best.astype(np.float32) if qs is None else _dequantize_some(best, qs)
-        if qb is not None:
-            boxes = _dequantize_some(boxes, qb)
+        boxes = outputs[self.box_index].reshape(-1, 4)[keep]
+        best = best.astype(np.float32) if lut_s is None else lut_s.take(best.view(np.uint8))
+        if lut_b is not None:
+            boxes = lut_b.take(boxes.view(np.uint8))
+            if scaled:
+                return boxes, best, cls
         return self._to_pixels(boxes, self.box_units != "pixels"), best, cls
 
 

@@ -195,11 +195,14 @@ def test_quantized_domain_threshold_gives_exactly_the_float_path(seed):
     qs, ps = _quantize(scores, rng)
     v8 = np.concatenate([rng.uniform(0, W, (1, 4, n)), rng.beta(0.5, 3, (1, c, n))], axis=1).astype(np.float32)
     q8, p8 = _quantize(v8, rng)
-    split = make_decoder("yolo-split", (W, H), {"box_format": "xyxy" if seed % 2 else "xywh"})
-    split.box_index = seed % 2
-    pair = [qs, qb] if split.box_index else [qb, qs]
-    quant = [ps, pb] if split.box_index else [pb, ps]
-    cases = [(split, pair, quant), (make_decoder("yolov8", (W, H)), [q8], [p8]), (make_decoder("yolov8", (W, H)), [q8.transpose(0, 2, 1)], [p8])]
+    cases = [(make_decoder("yolov8", (W, H)), [q8], [p8]), (make_decoder("yolov8", (W, H)), [q8.transpose(0, 2, 1)], [p8])]
+    for fmt in ("xyxy", "xywh"):
+        for size in ((W, H), (W, W)):  # a square input takes the table-scaled xyxy path
+            split = make_decoder("yolo-split", size, {"box_format": fmt})
+            split.box_index = seed % 2
+            pair = [qs, qb] if split.box_index else [qb, qs]
+            quant = [ps, pb] if split.box_index else [pb, ps]
+            cases.append((split, pair, quant))
     for dec, outs, q in cases:
         floats = [dequantize(o, *p) for o, p in zip(outs, q)]
         for conf in (0.0, 0.001, 0.1, 0.25, float(rng.uniform(0, 1)), 0.999, 1.0):

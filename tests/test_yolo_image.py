@@ -96,3 +96,13 @@ def test_quantized_tensor_in_place_across_geometries(order, keep_aspect, rng):
             q, lb_q = pq(img)
             assert lb_f == lb_q
             np.testing.assert_array_equal(q, spec.quantize(f))
+
+
+@settings(max_examples=50, deadline=None)
+@given(sw=st.integers(8, 400), sh=st.integers(8, 400), stretch=st.booleans())
+def test_unmap_rows_equals_unmap(sw, sh, stretch):
+    boxer = Letterboxer((64, 48), keep_aspect=not stretch)
+    _, lb = boxer(np.zeros((sh, sw, 3), np.uint8))
+    boxes = np.random.default_rng(sw * 1000 + sh).uniform(-10, 80, (7, 4)).astype(np.float32)
+    for clip in (True, False):
+        np.testing.assert_allclose(lb.unmap_rows(boxes.tolist(), clip), lb.unmap(boxes, clip), rtol=1e-5, atol=1e-3)

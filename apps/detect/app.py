@@ -119,11 +119,12 @@ class Detector:
             boxes, scores, cls = self.decoder(outs, self.conf)
         dets: list[Detection] = []
         if scores.size:
-            keep = nms(boxes, scores, cls, self.iou, self.max_det, self.agnostic)
-            labels = self.labels
+            keep = nms(boxes, scores, cls, self.iou, self.max_det, self.agnostic).tolist()
+            # Python objects only for the kept few, from lists: cheaper than indexing arrays again
+            b_rows, s_list, c_list, labels = boxes.tolist(), scores.tolist(), cls.tolist(), self.labels
             dets = [
-                Detection(Box(*b), s, c, labels[c] if c < len(labels) else str(c))
-                for b, s, c in zip(lb.unmap(boxes[keep]).tolist(), scores[keep].tolist(), cls[keep].tolist())
+                Detection(Box(*b), s_list[i], c_list[i], labels[c_list[i]] if c_list[i] < len(labels) else str(c_list[i]))
+                for i, b in zip(keep, lb.unmap_rows([b_rows[i] for i in keep]))
             ]
         t3 = time.perf_counter()
         invoke = self.runner.stats.last_ms("infer") / 1e3
