@@ -273,8 +273,9 @@ class SplitDecoder(Decoder):
         """
         if len(shapes) != 2:
             raise _shape_error(self.name, shapes, f"expects two outputs (boxes, scores), got {len(shapes)}")
-        dims = [[d for d in s if d != 1] for s in shapes]
-        if any(len(d) != 2 for d in dims) or dims[0][0] != dims[1][0]:
+        # the last two axes; anything before them must be a batch of 1 (C may be 1: one class)
+        dims = [list(s[-2:]) for s in shapes]
+        if any(len(s) < 2 or any(d != 1 for d in s[:-2]) for s in shapes) or dims[0][0] != dims[1][0]:
             raise _shape_error(self.name, shapes, "expects boxes [1, N, 4] and scores [1, N, C] with the same N")
         by_role = _role_index(roles or {}, names, shapes)
         fours = [i for i, d in enumerate(dims) if d[1] == 4]

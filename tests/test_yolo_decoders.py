@@ -237,3 +237,13 @@ def test_split_roles_from_the_card_names_or_indices():
     # unambiguous shapes and a single *box* name still work without a card
     assert choose_decoder([(1, 50, 6), (1, 50, 4)], (W, H))[0].box_index == 1
     assert choose_decoder(four, (W, H), names=["scores", "boxes"])[0].box_index == 1
+
+
+def test_split_head_with_one_class():
+    boxes = np.zeros((1, 30, 4), np.float32)
+    scores = np.zeros((1, 30, 1), np.float32)
+    boxes[0, 4] = [0.1, 0.2, 0.5, 0.6]
+    scores[0, 4, 0] = 0.8
+    dec, why = choose_decoder([boxes.shape, scores.shape], (W, H), {"decoder": "yolo-split", "box_format": "xyxy"})
+    assert dec.box_index == 0 and dec.num_classes([boxes.shape, scores.shape]) == 1 and "1 classes" in why
+    _check(dec([boxes, scores], 0.25), [((0.1 * W, 0.2 * H, 0.5 * W, 0.6 * H), 0, 0.8)])
