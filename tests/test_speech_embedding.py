@@ -65,17 +65,19 @@ def test_frontend_shape_is_checked(tmp_path):
         E.SpeechEmbedding(Runner(tone_model(tmp_path / "t.tflite")))
 
 
-def _head(path: Path, embed_front: bool = True) -> Path:
-    """A fixed-weight head: the score is a sigmoid of the newest embedding's mean (fires on loud speech-like sound)."""
+def _head(path: Path, embed_front: bool = True, logit: bool = False) -> Path:
+    """A fixed-weight head: the score is a sigmoid of the newest embedding's mean (or that mean as a logit)."""
     import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec([1, 16, 96], tf.float32)])
     def model(x):
-        return tf.sigmoid(tf.reduce_mean(x[:, -1:, :], axis=2))
+        m = tf.reduce_mean(x[:, -1:, :], axis=2)
+        return m if logit else tf.sigmoid(m)
 
     conv = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model)
     p = E.EmbeddingParams()
-    card = ModelCard(**card_fields("thing", p, (p.win_length + 15 * p.hop_length) / SR, p.hop_length / SR, 0.5))
+    out = {"score": "logit"} if logit else {}
+    card = ModelCard(**card_fields("thing", p, (p.win_length + 15 * p.hop_length) / SR, p.hop_length / SR, 0.5, **out))
     data = embed_card(conv.convert(), card)
     if embed_front:
         data = embed_metadata(data, E.FRONTEND_METADATA, FRONTEND.read_bytes())
@@ -100,6 +102,15 @@ def test_head_with_embedded_frontend_streams_chunk_invariantly(tmp_path, rng):
 
 
 @pytest.mark.tensorflow
+def test_logit_head_scores_are_the_sigmoid_of_its_output(tmp_path, rng):
+    x = (0.05 * rng.standard_normal(3 * SR)).astype(np.float32)
+    _, prob = TriggerWordDetector(_head(tmp_path / "p.tflite")).scores(x)
+    _, from_logit = TriggerWordDetector(_head(tmp_path / "l.tflite", logit=True)).scores(x)
+    np.testing.assert_allclose(from_logit, prob, rtol=1e-5)
+    assert np.all((prob > 0) & (prob < 1))
+
+
+@pytest.mark.tensorflow
 def test_head_without_its_frontend_is_a_clear_error(tmp_path):
     with pytest.raises(ModelFormatError, match="no 'edgesdk.frontend' metadata"):
         TriggerWordDetector(_head(tmp_path / "bare.tflite", embed_front=False))
@@ -115,3 +126,21 @@ def test_embed_metadata_replaces_and_keeps_card(tmp_path):
     f = TFLiteFile(twice)
     assert f.metadata["x"] == b"two" and read_card(f).task == "trigger-word"
     assert len(twice) < len(once) + 64  # replaced, not appended
+
+
+@pytest.mark.tensorflow
+def test_converter_gives_a_dynamic_length_axis_the_calibration_length(tmp_path, rng):
+    """Without the fix the default length is 1, too short for the valid convolution: the model cannot even load."""
+    import keras
+
+    from converters.convert import convert
+
+    inp = keras.Input((None, 8))
+    out = keras.layers.Conv1D(4, 5, activation="relu")(keras.layers.Conv1D(4, 5)(inp))
+    calib = rng.standard_normal((50, 30, 8)).astype(np.float32)
+    res = convert(keras.Model(inp, out), mode="int8", output=tmp_path / "m_int8.tflite", calibration=calib, progress=False)
+    f = TFLiteFile.from_path(res.path)
+    assert list(f.inputs[0].shape) == [1, 30, 8] and list(f.inputs[0].shape_signature) == [1, -1, 8]
+    r = Runner(res.path)
+    assert r.run(calib[0])[0].shape == (1, 22, 4)
+    assert r.run(rng.standard_normal((1, 60, 8)).astype(np.float32))[0].shape == (1, 52, 4)  # resized on the fly

@@ -14,6 +14,11 @@ here, so a ``.tflite`` carries everything the detector needs::
       threshold: 0.5    # default detection threshold (chosen on validation)
       smoothing: 1      # optional: mean of the last k scores is compared to the threshold
       refractory_s: 1.0 # optional: no second event within this many seconds
+      score: logit      # optional: the model outputs logits (the detector applies the sigmoid)
+
+With ``features.kind: speech-embedding`` the features are embeddings of the pretrained front
+end (:mod:`sdk.speech_embedding`), which the model carries in its ``edgesdk.frontend``
+metadata, so one file holds everything.
 
 Model input: ``sdk.audio.LogMel(FeatureParams.from_dict(input.features))`` applied to the
 last ``round(window_s * sample_rate)`` samples, giving ``[frames, n_features]``; it is
@@ -167,6 +172,7 @@ class TriggerWordDetector:
             )
         self.card: ModelCard = card
         self._read_input(card, name, runner_kwargs)
+        self._logit = card.output.get("score") == "logit"  # the model outputs logits; scores are their sigmoid
         out = card.output
         self.word = word or str(out.get("word", "trigger"))
         thr = threshold if threshold is not None else out.get("threshold", 0.5)
@@ -238,6 +244,8 @@ class TriggerWordDetector:
         """Raw model score of one window's features ``[frames, n_features]``."""
         out = self.runner.run(feats.reshape(self._input_shape))[0]
         seq = np.asarray(out, dtype=np.float32).reshape(-1)
+        if self._logit:
+            seq = 1.0 / (1.0 + np.exp(-seq))
         if seq.shape[0] == 1:
             return float(seq[0])
         # a per-time-step output: the steps covering the newest hop are what is new

@@ -203,19 +203,21 @@ def mix(rng: np.random.Generator, bg: np.ndarray, words: Sequence[tuple[np.ndarr
     return out, sorted(events, key=lambda e: e.start)
 
 
-def window_labels(events: Sequence[Event], ends: np.ndarray, window_s: float, after_s: float = 0.5) -> np.ndarray:
+def window_labels(events: Sequence[Event], ends: np.ndarray, window_s: float, after_s: float = 0.5, delay_s: float = 0.0) -> np.ndarray:
     """Labels for windows ending at ``ends`` (seconds): 1, 0, or -1 (ambiguous, not trained on).
 
-    A window is positive when a positive word ended within the last ``after_s`` seconds
-    and the whole word is inside the window; ambiguous when a positive word is cut by
-    the window's start or ends just after it (the detector may fire a hop early or late).
+    A window is positive when a positive word ended between ``delay_s`` and ``after_s``
+    seconds before its end and the whole word is inside the window; ambiguous when a
+    positive word is cut by the window's start, ends just after it (the detector may fire a
+    hop early or late), or ended less than ``delay_s`` ago. A delay teaches the model to
+    hear what follows the word: "activate" then a pause fires, "activat-ing" does not.
     """
     lab = np.zeros(ends.shape[0], dtype=np.float32)
     starts = ends - window_s
     for e in (e for e in events if e.positive):
         overlap = (e.end > starts) & (e.start < ends)
         full = (e.start >= starts - 0.05) & (e.end <= ends + 0.02)
-        pos = full & (ends - e.end <= after_s)
+        pos = full & (ends - e.end <= after_s) & (ends - e.end >= delay_s)
         cut_start = e.start < starts - 0.05
         almost_done = (e.end > ends + 0.02) & (e.end < ends + 0.15)
         lab[overlap & ~pos & (cut_start | full | almost_done) & (lab == 0)] = -1

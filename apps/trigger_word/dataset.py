@@ -123,6 +123,7 @@ def babble_pool(clips: Sequence[Clip]) -> list[np.ndarray]:
 def make_windows(
     clips: Sequence[Clip], seed: int, window_s: float, neg_minutes: float, lm: LogMel, copies: int = 1,
     user: Sequence[np.ndarray] = (), course_steps: int | None = None, progress=None, natural_boost: int = 1, hop_s: float = 0.1,
+    neg_copies: int = 1, delay_s: float = 0.0,
 ) -> Windows:
     """Streams from ``clips`` (one split), their features and labelled windows.
 
@@ -130,7 +131,10 @@ def make_windows(
     :class:`sdk.speech_embedding.SpeechEmbedding`). Windows are cut every ``hop_s`` (the
     device's hop); each positive stream ends at a random
     offset after its word, so the word end falls at every position relative to the hop grid.
-    Positives of engines other than espeak-ng appear ``natural_boost`` times per copy.
+    Positives of engines other than espeak-ng appear ``natural_boost`` times per copy; every
+    negative word is placed like a positive ``neg_copies`` times (differently augmented).
+    Windows are positive from ``delay_s`` after a positive word ends (see
+    :func:`apps.trigger_word.augment.window_labels`).
     """
     rng = np.random.default_rng(seed)
     step = max(1, int(round(hop_s * SR / lm.params.hop_length)))
@@ -145,16 +149,19 @@ def make_windows(
         if progress:
             progress(f"positive streams: {len(streams)}")
     # every negative word (synthetic confusables, sentences, real prompts) once, placed like a positive
-    for x in negs + real:
-        streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble), step))
+    for _ in range(neg_copies):
+        for x in negs + real:
+            streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble), step))
     for _ in range(int(neg_minutes * 60 / 8)):
         streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user), step))
     if progress:
         progress(f"streams: {len(streams)} ({sum(s[0].shape[0] for s in streams) / SR / 60:.1f} min); computing features")
-    return windows_from_streams(streams, window_s, lm, course_steps)
+    return windows_from_streams(streams, window_s, lm, course_steps, delay_s)
 
 
-def windows_from_streams(streams: Sequence[tuple[np.ndarray, list[A.Event], int]], window_s: float, lm: LogMel, course_steps: int | None = None) -> Windows:
+def windows_from_streams(
+    streams: Sequence[tuple[np.ndarray, list[A.Event], int]], window_s: float, lm: LogMel, course_steps: int | None = None, delay_s: float = 0.0
+) -> Windows:
     """Features of each ``(audio, events, step_frames)`` stream and its labelled windows."""
     p = lm.params
     frames = lm.frames_for(int(round(window_s * SR)))
@@ -166,7 +173,7 @@ def windows_from_streams(streams: Sequence[tuple[np.ndarray, list[A.Event], int]
         ends = (a * p.hop_length + window_s * SR) / SR
         feats.append(f)
         starts.append(a + offset)
-        labels.append(A.window_labels(events, ends, window_s))
+        labels.append(A.window_labels(events, ends, window_s, delay_s=delay_s))
         if course_steps:
             # step j of the course model covers the window up to (j + 1) / steps of its length
             t = ends[:, None] - window_s + window_s * (np.arange(course_steps)[None] + 1) / course_steps

@@ -35,7 +35,9 @@ log = logging.getLogger("edgesdk.trigger_word")
 
 Audio = str | Path | np.ndarray  # a positive may also be (Audio, (word_start_s, word_end_s))
 SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 1.0, 0.1))
-DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99))
+# 0.01 steps, then finer near 1 where a confident model's operating points lie (a head that
+# outputs logits resolves them; a sigmoid quantized to int8 stops at 0.996)
+DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99)) + (0.993, 0.995, 0.997, 0.998, 0.999)
 
 
 def _items(spec: str | Path | Sequence[Audio], what: str) -> Sequence[Audio]:

@@ -131,8 +131,18 @@ def build_head(frames: int, n_features: int, filters: int = 48, hidden: int = 32
     # flatten keeps *where* in the window the word ended, so the score rises right after the end
     x = L.Dropout(dropout)(L.Flatten()(x))
     x = L.Dense(hidden, activation="relu", name="hidden")(x)
-    out = L.Dense(1, activation="sigmoid", name="score")(L.Dropout(dropout)(x))
+    logit = L.Dense(1, name="logit")(L.Dropout(dropout)(x))
+    # trained with the sigmoid; converted without it (see logit_model): an int8 logit keeps
+    # resolution near a score of 1, where a quantized sigmoid has steps of 1/256
+    out = L.Activation("sigmoid", name="score")(logit)
     return keras.Model(inp, out, name="trigger_head")
+
+
+def logit_model(model: Any) -> Any | None:
+    """The model up to its ``logit`` layer (for conversion), or ``None`` when it has none."""
+    keras = _keras()
+    names = {layer.name for layer in model.layers}
+    return keras.Model(model.inputs, model.get_layer("logit").output, name=f"{model.name}_logit") if "logit" in names else None
 
 
 def build_course(frames: int, n_features: int, conv_filters: int = 196, kernel: int = 15, stride: int = 4, units: int = 128, dropout: float = 0.5) -> Any:

@@ -46,6 +46,8 @@ class TrainConfig:
     seed: int = 0
     minutes: float = 60.0  # minutes of negative training streams
     copies: int = 2  # augmented copies of every training positive
+    neg_copies: int = 2  # placements of every negative word (confusables are the hard part)
+    delay_s: float | None = None  # windows count as positive from this long after the word; None: 0.16 s (embedding), 0
     natural_boost: int = 4  # festival positives count this many times (few, but closest to natural speech)
     window_s: float | None = None  # None: 1.982 s (16 embeddings) for "embedding", 1.2 s for log-mel models
     hop_s: float | None = None  # None: 0.08 s (one embedding) for "embedding", 0.1 s for log-mel models
@@ -182,8 +184,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     frames = lm.frames_for(int(round(cfg.window_s * SR)))
     steps = course_steps(frames) if cfg.arch == "course" else None
     _log(f"mixing training streams ({cfg.arch}: {frames} x {lm.params.n_features} features per {cfg.window_s} s window, hop {cfg.hop_s} s)")
-    train_w = S.make_windows(corpus.select("train"), cfg.seed, cfg.window_s, cfg.minutes, lm, cfg.copies, user, steps, _log, cfg.natural_boost, cfg.hop_s)
-    val_w = S.make_windows(corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, _log, hop_s=cfg.hop_s)
+    train_w = S.make_windows(corpus.select("train"), cfg.seed, cfg.window_s, cfg.minutes, lm, cfg.copies, user, steps, _log, cfg.natural_boost,
+                             cfg.hop_s, cfg.neg_copies, cfg.delay_s)
+    val_w = S.make_windows(corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, _log, hop_s=cfg.hop_s,
+                           delay_s=cfg.delay_s)
     model = fit(cfg, train_w, val_w, frames, lm.params.n_features)
     t_fit = time.time()
 
@@ -204,7 +208,7 @@ def with_features(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     from sdk.audio import FeatureParams, LogMel
 
     if cfg.arch != "embedding":
-        return replace(cfg, window_s=cfg.window_s or 1.2, hop_s=cfg.hop_s or 0.1), LogMel(FeatureParams())
+        return replace(cfg, window_s=cfg.window_s or 1.2, hop_s=cfg.hop_s or 0.1, delay_s=cfg.delay_s or 0.0), LogMel(FeatureParams())
     from sdk.errors import ConfigError
     from sdk.runner import Runner
     from sdk.speech_embedding import SpeechEmbedding
@@ -214,7 +218,8 @@ def with_features(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     emb = SpeechEmbedding(Runner(FRONTEND, threads=cfg.threads))
     p = emb.params
     window = cfg.window_s or (p.win_length + 15 * p.hop_length) / p.sample_rate  # 16 embeddings
-    return replace(cfg, window_s=window, hop_s=cfg.hop_s or p.hop_length / p.sample_rate), emb
+    delay = 0.16 if cfg.delay_s is None else cfg.delay_s
+    return replace(cfg, window_s=window, hop_s=cfg.hop_s or p.hop_length / p.sample_rate, delay_s=delay), emb
 
 
 def finish(cfg: TrainConfig, corpus: Any, keras_path: Path, calibration: np.ndarray, work: Path, out_dir: Path, params: Any) -> dict[str, Any]:
@@ -231,7 +236,16 @@ def finish(cfg: TrainConfig, corpus: Any, keras_path: Path, calibration: np.ndar
     card = ModelCard(**card_fields(word, params, cfg.window_s, cfg.hop_s, 0.5, smoothing=1, refractory_s=1.0), license=LICENSE)
     _log("converting to fp32 and int8")
     custom = {"LevelNorm": level_norm_layer()} if cfg.arch != "embedding" else None
-    res = convert_modes(keras_path, ["fp32", "int8"], output=work, calibration=calibration, card=card, progress=False, custom_objects=custom)
+    source: Any = keras_path
+    if cfg.arch == "embedding":
+        import keras
+
+        from apps.trigger_word.model import logit_model
+
+        source = logit_model(keras.models.load_model(keras_path)) or keras_path
+        if source is not keras_path:
+            card = card.replace(output={**card.output, "score": "logit"})
+    res = convert_modes(source, ["fp32", "int8"], output=work, calibration=calibration, card=card, progress=False, custom_objects=custom)
     for m, r in res.items():
         if isinstance(r, str):
             raise ConversionError(f"converting the trained model to {m} failed: {r}")
