@@ -171,7 +171,7 @@ class TriggerWordDetector:
                 "train one with `edgesdk train trigger-word` or embed a card built with apps.trigger_word.app.card_fields"
             )
         self.card: ModelCard = card
-        self._read_input(card, name, runner_kwargs)
+        self._read_input(card, name)
         self._logit = card.output.get("score") == "logit"  # the model outputs logits; scores are their sigmoid
         out = card.output
         self.word = word or str(out.get("word", "trigger"))
@@ -184,7 +184,7 @@ class TriggerWordDetector:
         self._ring = _Ring(self.window_samples)
         self.reset()
 
-    def _read_input(self, card: ModelCard, name: str, runner_kwargs: dict[str, Any] | None) -> None:
+    def _read_input(self, card: ModelCard, name: str) -> None:
         inp = card.input
         try:
             feats = dict(inp["features"])
@@ -192,8 +192,8 @@ class TriggerWordDetector:
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFormatError(f"{name}: card input needs features, window_s and hop_s ({e}); got {sorted(inp)}") from e
         if feats.get("kind") == speech_embedding.KIND:
-            kw = {k: v for k, v in (runner_kwargs or {}).items() if k in ("backend", "threads")}
-            front = Runner(speech_embedding.frontend_bytes(self.runner.file, name), **kw)
+            # the front end runs where the head runs (same backend and threads; delegates are the head's own)
+            front = Runner(speech_embedding.frontend_bytes(self.runner.file, name), backend=self.runner.backend.name, threads=self.runner.threads)
             self.features: Any = speech_embedding.SpeechEmbedding(front)
         else:
             self.features = LogMel(FeatureParams.from_dict(feats))
