@@ -13,9 +13,10 @@ Prints three tables:
    quantize; ``post`` everything else, decode, NMS, detections), the video's capture running in
    its own thread; the share uses the per-stage means. Refined: the video is run ``--passes``
    times and the pass with the median share is shown with the range, because one 60-frame pass
-   on a shared 2-core machine varies by several points; then the same frames decoded beforehand
-   (no capture thread), which separates this pipeline's own work from a decoder thread
-   competing for the CPU, and the load average.
+   on a shared 2-core machine varies by several points, with the wall time per frame (frame
+   time plus what run_stream does between frames); then the same frames decoded beforehand
+   (no capture thread), which separates this pipeline's own work from the capture thread
+   competing for the CPU and the GIL, and the load average.
 
     .venv/bin/python benchmarks/detect_default.py [--threads 1] [--runs 200] [--images 500] [--passes 3]
 
@@ -87,7 +88,7 @@ def pipeline_share(path: Path, threads: int, passes: int = 3) -> dict[str, float
         det = Detector(Runner(str(path), threads=threads))
         with open_source(VIDEO) as src:
             totals = run_stream(det, src, lambda ev, dets, frame: None, stats_every=0)
-        runs.append({"frames": totals["frames"], **_share(totals["latency_ms"])})
+        runs.append({"frames": totals["frames"], "wall_ms": 1e3 * totals["seconds"] / max(1, totals["frames"]), **_share(totals["latency_ms"])})
     runs.sort(key=lambda r: r["outside_invoke_pct"])
     return {**runs[len(runs) // 2], "min_pct": runs[0]["outside_invoke_pct"], "max_pct": runs[-1]["outside_invoke_pct"]}
 
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     share = pipeline_share(paths["int8"], args.threads, max(1, args.passes)) if VIDEO.is_file() else None
     if share:
         print(f"\ndetect pipeline on {VIDEO.name} (int8, {share['frames']} frames, median of {max(1, args.passes)} passes): p50 pre {share['pre_p50']:.2f} / infer {share['infer_p50']:.2f} / post {share['post_p50']:.2f} ms; "
-              f"outside invoke(): {share['outside_invoke_pct']:.1f}% of frame time (passes {share['min_pct']:.1f}-{share['max_pct']:.1f}%; target <= 15%)")
+              f"outside invoke(): {share['outside_invoke_pct']:.1f}% of frame time (passes {share['min_pct']:.1f}-{share['max_pct']:.1f}%; target <= 15%); "
+              f"wall {share['wall_ms']:.2f} ms per frame")
         alone = stages_alone(paths["int8"], args.threads)
         load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
         print(f"same frames decoded beforehand (no capture thread): p50 pre {alone['pre_p50']:.2f} / infer {alone['infer_p50']:.2f} / post {alone['post_p50']:.2f} ms; "
