@@ -1,14 +1,9 @@
 """Trigger-word model on the recipe's test sets: FRR, false accepts/hour, delay, speed.
 
-Rebuilds the test sets exactly as ``edgesdk train trigger-word`` does (same seed, same
-cached speech; synthesised on first use, a few minutes) and evaluates one or more models
-with :func:`apps.trigger_word.eval.evaluate` at each model's own threshold:
-
-* ``espeak_test_voices``: espeak-ng voices never seen in training (whole variants held out);
-* ``flite_heldout_engine``: flite, an engine never used in training;
-* ``real_speech_asterisk``: real recorded prompts of the test split as negatives (FA/h) and
-  the two prompts saying "activated" as positives;
-* ``flite_awb_rms_only``: the flite speakers that no training voice shares.
+Rebuilds the test sets exactly as ``edgesdk train trigger-word`` does
+(:func:`apps.trigger_word.dataset.test_sets`: same seed, same cached speech; synthesised on
+first use, a few minutes) and evaluates one or more models with
+:func:`apps.trigger_word.eval.evaluate` at each model's own threshold.
 
 Also prints file-processing speed (x real time) on one thread. Not a test.
 
@@ -56,14 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=cfg.test_minutes, help="minutes of espeak negatives (flite: half, real: a third)")
     args = ap.parse_args(argv)
     corpus = D.synthesize(D.CorpusConfig(seed=args.seed), Path(args.work).expanduser() / "cache")
-    sets = {
-        "espeak_test_voices": S.eval_set(corpus.select("test", engine="espeak-ng"), args.seed + 3, args.minutes),
-        "flite_heldout_engine": S.eval_set(corpus.select("test", engine="flite"), args.seed + 4, args.minutes / 2),
-        "real_speech_asterisk": S.eval_set(corpus.select("test", engine="asterisk"), args.seed + 5, args.minutes / 3),
-        # flite speakers that no training engine has (festival shares slt and kal)
-        "flite_awb_rms_only": S.eval_set([c for c in corpus.select("test", engine="flite") if c.voice in ("flite:awb", "flite:rms")],
-                                         args.seed + 6, args.minutes / 4),
-    }
+    sets = S.test_sets(corpus, cfg.word, args.seed, args.minutes)
     rows = []
     for model in args.model:
         for name, (pos, neg) in sets.items():

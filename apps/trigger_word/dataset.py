@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -204,3 +205,29 @@ def eval_set(clips: Sequence[Clip], seed: int, neg_minutes: float, user: Sequenc
         words = [pool[int(rng.integers(len(pool)))] for _ in range(int(rng.integers(1, 6)))]
         neg_out.append(A.mix(rng, A.background(rng, 8 * SR, babble, user), words)[0])
     return pos_out, neg_out
+
+
+def test_sets(corpus: Any, word: str, seed: int, minutes: float) -> dict[str, tuple[list, list[np.ndarray]]]:
+    """The recipe's test sets (the same for ``edgesdk train`` and ``benchmarks/trigger_word_eval.py``).
+
+    * ``espeak_test_voices``: espeak-ng voices never seen in training; negatives are mostly
+      confusable words (3 of 4 negative utterances hold one), a stress test;
+    * ``espeak_test_voices_general_speech``: the same positives, negatives only whole
+      sentences and real recorded prompts (no confusable words): closer to a room's talk;
+    * ``flite_heldout_engine``: flite, an engine never used in training;
+    * ``real_speech_asterisk``: real recorded prompts as negatives, the two saying "activated" as positives;
+    * ``flite_awb_rms_only``: the flite speakers that no training engine shares.
+    """
+    from apps.trigger_word.data import negative_texts
+
+    espeak = corpus.select("test", engine="espeak-ng")
+    sentences = set(negative_texts(word)[1])
+    general = [c for c in espeak if c.positive or c.text in sentences] + corpus.select("test", positive=False, engine="asterisk")
+    flite = corpus.select("test", engine="flite")
+    return {
+        "espeak_test_voices": eval_set(espeak, seed + 3, minutes),
+        "espeak_test_voices_general_speech": eval_set(general, seed + 7, minutes),
+        "flite_heldout_engine": eval_set(flite, seed + 4, minutes / 2),
+        "real_speech_asterisk": eval_set(corpus.select("test", engine="asterisk"), seed + 5, minutes / 3),
+        "flite_awb_rms_only": eval_set([c for c in flite if c.voice in ("flite:awb", "flite:rms")], seed + 6, minutes / 4),
+    }

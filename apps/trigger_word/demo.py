@@ -27,7 +27,7 @@ def demo(out: Output) -> None:
         )
         return
     det = TriggerWordDetector(DEFAULT_MODEL)
-    out.text(f"model {DEFAULT_MODEL.name}: word {det.word!r}, threshold {det.threshold:.2f}")
+    out.text(f"model {DEFAULT_MODEL.name}: word {det.word!r}, threshold {det.threshold:g}")
     for name in ("activate.wav", "other.wav"):
         det.reset()
         start = time.perf_counter()
