@@ -163,3 +163,24 @@ def test_recipe_fit_trains_both_architectures_on_windows() -> None:
     for arch, shape in (("course", (None, course_steps(118), 1)), ("dscnn", (None, 1))):
         m = T.fit(T.TrainConfig(arch=arch, epochs=1, batch=8), w, w, 118, 40)
         assert m.output_shape == shape
+
+
+def test_windows_are_cached_by_data_options(tmp_path, rng):
+    from dataclasses import replace
+
+    from apps.trigger_word.dataset import Windows
+    from apps.trigger_word.train import TrainConfig, _cached_windows
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        return Windows(rng.standard_normal((50, 4)).astype(np.float32), np.arange(10), np.zeros(10, np.float32))
+
+    cfg = TrainConfig(arch="dscnn", window_s=1.2, hop_s=0.1)
+    a = _cached_windows(tmp_path, cfg, "train", make)
+    b = _cached_windows(tmp_path, replace(cfg, epochs=3), "train", make)  # a training option: same windows
+    np.testing.assert_array_equal(a.feats, b.feats)
+    assert len(calls) == 1 and b.seq_labels is None
+    _cached_windows(tmp_path, replace(cfg, minutes=5.0), "train", make)  # a data option: new windows
+    assert len(calls) == 2 and not list(tmp_path.glob("*.tmp.npz"))
