@@ -154,31 +154,14 @@ def reverb(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return ((1 - mix) * x + mix * wet * _rms(x) / max(_rms(wet), 1e-9)).astype(np.float32)
 
 
-def echo(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """Discrete echoes (a hard wall, a speakerphone): up to 3 repeats every 80-250 ms, each 0.3-0.9 of the last.
-
-    Held-out espeak-ng voices with a strong built-in echo (variant RicishayMax2: 150 ms) were
-    the bulk of the misses before this was added. The tail is cut: the word end stays put.
-    """
-    d, g = int(rng.uniform(0.08, 0.25) * SR), rng.uniform(0.3, 0.9)
-    y = x.astype(np.float32).copy()
-    for k in range(1, 4):
-        if k * d >= x.shape[0]:
-            break
-        y[k * d :] += (g**k) * x[: x.shape[0] - k * d]
-    return (y * (_rms(x) / max(_rms(y), 1e-9))).astype(np.float32)
-
-
 def augment(rng: np.random.Generator, x: np.ndarray, strength: float = 1.0) -> np.ndarray:
-    """Speed x0.85-1.15, random EQ/band limit, reverb and echo, each applied with probability ~``strength``."""
+    """Speed x0.85-1.15, random EQ/band limit and reverb, each applied with probability ~``strength``."""
     if rng.random() < 0.8 * strength:
         x = speed(x, rng.uniform(0.85, 1.15))
     if rng.random() < 0.6 * strength:
         x = random_eq(rng, x)
     if rng.random() < 0.5 * strength:
         x = reverb(rng, x)
-    if rng.random() < 0.25 * strength:
-        x = echo(rng, x)
     return x
 
 

@@ -34,7 +34,7 @@ LICENSE = ("model weights: Apache-2.0 (edgesdk); front end (--arch embedding): G
            "voices (free licences), flite (BSD-style, test only) and asterisk-core-sounds-en (CC-BY-SA-3.0, Allison Smith)")
 FA_TARGET = 0.5  # false accepts per hour (openWakeWord's published target)
 MAX_FRR = 0.25  # an operating point missing more than this is not considered
-DATA_RECIPE = 2  # bump when mixing/augmentation code changes: cached windows of older recipes are not reused
+DATA_RECIPE = 1  # bump when mixing/augmentation code changes: cached windows of older recipes are not reused
 
 
 @dataclass(frozen=True)
