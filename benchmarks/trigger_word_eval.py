@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (pos, neg) in sets.items():
             r = evaluate(model, pos, neg, progress=False)
             rows.append({"model": model.name, "set": name, "positives": r["positives"], "neg_min": round(r["negatives_hours"] * 60, 1),
-                         "threshold": r["threshold"], "frr": r["frr"], "fa_per_hour": r["fa_per_hour"],
+                         "threshold": f"{r['threshold']:g}", "frr": r["frr"], "fa_per_hour": r["fa_per_hour"],
                          "delay_ms_median": r["delay_ms_median"], "delay_ms_p90": r["delay_ms_p90"]})
         rows.append({"model": model.name, "set": "speed, 1 thread", "frr": None, "fa_per_hour": None,
                      "threshold": None, "positives": None, "neg_min": None, "delay_ms_median": f"{speed(model):.0f}x real time", "delay_ms_p90": None})
