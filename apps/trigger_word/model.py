@@ -29,50 +29,34 @@ def _keras() -> Any:
     return require("keras", "building trigger-word models (pip install 'edgesdk[host]')")
 
 
-def level_norm_layer() -> Any:
-    """The :class:`LevelNorm` layer class (defined on first use so Keras stays a lazy import)."""
-    if "LevelNorm" in globals():
-        return globals()["LevelNorm"]
+def _stateless_layer(name: str, doc: str, fn: Any) -> Any:
+    """A registered Keras layer class ``name`` computing ``fn(keras, x)``, defined on first use (Keras stays lazy)."""
+    if name in globals():
+        return globals()[name]
     keras = _keras()
+    cls = type(name, (keras.layers.Layer,), {"__doc__": doc, "__module__": __name__, "__qualname__": name,
+                                             "call": lambda self, x: fn(keras, x)})  # fmt: skip
+    globals()[name] = keras.saving.register_keras_serializable(package="edgesdk")(cls)
+    return cls
 
-    @keras.saving.register_keras_serializable(package="edgesdk")
-    class LevelNorm(keras.layers.Layer):
-        """Subtracts each window's mean log-energy: microphone gain becomes irrelevant (like CMN)."""
 
-        def call(self, x: Any) -> Any:
-            return x - keras.ops.mean(x, axis=(1, 2), keepdims=True)
-
-    LevelNorm.__module__ = __name__
-    LevelNorm.__qualname__ = "LevelNorm"
-    globals()["LevelNorm"] = LevelNorm
-    return LevelNorm
+def level_norm_layer() -> Any:
+    """:class:`LevelNorm`: subtracts each window's mean log-energy, so microphone gain is irrelevant (like CMN)."""
+    return _stateless_layer("LevelNorm", level_norm_layer.__doc__, lambda k, x: x - k.ops.mean(x, axis=(1, 2), keepdims=True))
 
 
 def floored_leaky_relu_layer() -> Any:
     """:class:`FlooredLeakyReLU`: ``max(leaky_relu(x, 0.2), -0.4)``, the speech embedding's activation."""
-    if "FlooredLeakyReLU" in globals():
-        return globals()["FlooredLeakyReLU"]
-    keras = _keras()
-
-    @keras.saving.register_keras_serializable(package="edgesdk")
-    class FlooredLeakyReLU(keras.layers.Layer):
-        """Leaky ReLU (slope 0.2) never below -0.4, as in Google's speech_embedding model."""
-
-        def call(self, x: Any) -> Any:
-            return keras.ops.maximum(keras.ops.leaky_relu(x, negative_slope=0.2), -0.4)
-
-    FlooredLeakyReLU.__module__ = __name__
-    FlooredLeakyReLU.__qualname__ = "FlooredLeakyReLU"
-    globals()["FlooredLeakyReLU"] = FlooredLeakyReLU
-    return FlooredLeakyReLU
+    return _stateless_layer(
+        "FlooredLeakyReLU", floored_leaky_relu_layer.__doc__, lambda k, x: k.ops.maximum(k.ops.leaky_relu(x, negative_slope=0.2), -0.4)
+    )
 
 
 def __getattr__(name: str) -> Any:
     # lets the converter's child process import "apps.trigger_word.model:LevelNorm" (and the others)
-    if name == "LevelNorm":
-        return level_norm_layer()
-    if name == "FlooredLeakyReLU":
-        return floored_leaky_relu_layer()
+    layers = {"LevelNorm": level_norm_layer, "FlooredLeakyReLU": floored_leaky_relu_layer}
+    if name in layers:
+        return layers[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
