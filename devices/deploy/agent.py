@@ -220,6 +220,18 @@ def start(paths, app, bid):
     proc = subprocess.Popen([run_sh], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=paths.current, start_new_session=True)
     with open(paths.pidfile, "w") as fh:
         fh.write("%d\n" % proc.pid)
+    # until the child has exec'd run.sh its command line is still this agent's, and _pid() would call it
+    # someone else's process: the health check then gave up at once on a slow machine ("no output")
+    for _ in range(250):
+        try:
+            with open("/proc/%d/cmdline" % proc.pid, "rb") as fh:
+                if b"run.sh" in fh.read():
+                    break
+        except OSError:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
 
 
 def health(manifest):
