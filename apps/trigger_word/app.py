@@ -245,7 +245,7 @@ class TriggerWordDetector:
         out = self.runner.run(feats.reshape(self._input_shape))[0]
         seq = np.asarray(out, dtype=np.float32).reshape(-1)
         if self._logit:
-            seq = 1.0 / (1.0 + np.exp(-seq))
+            seq = 0.5 * (1.0 + np.tanh(0.5 * seq))  # the sigmoid, without overflow for large logits
         if seq.shape[0] == 1:
             return float(seq[0])
         # a per-time-step output: the steps covering the newest hop are what is new
