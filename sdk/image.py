@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import ConfigError
+from sdk.quant import quantize
 
 PAD_VALUE = 114
 
@@ -249,10 +250,7 @@ def quantize_lut(mean: Any, std: Any, scale: float, zero_point: int, dtype: Any)
     Identical to normalising then quantizing (round half to even, saturate), as the Runner does.
     """
     mean_c, inv_c = _mean_inv(mean, std)
-    x = (np.arange(256, dtype=np.float32)[:, None] - mean_c) * inv_c
-    info = np.iinfo(dtype)
-    q = np.clip(np.rint(x / np.float32(scale)) + zero_point, info.min, info.max)
-    return q.astype(dtype)
+    return quantize((np.arange(256, dtype=np.float32)[:, None] - mean_c) * inv_c, scale, zero_point, dtype)
 
 
 class Preprocessor:

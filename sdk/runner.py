@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sdk import quant
 from sdk.backends import find_backend
 from sdk.card import ModelCard, read_card
 from sdk.delegates import DelegateLoadError, DelegateSpec, parse_delegate
@@ -51,15 +52,11 @@ class TensorSpec:
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Float values to this tensor's integer type (round to nearest, saturate)."""
-        info = np.iinfo(self.dtype)
-        q = np.rint(np.asarray(x, dtype=np.float32) / np.float32(self.scale))
-        q += self.zero_point
-        np.clip(q, info.min, info.max, out=q)
-        return q.astype(self.dtype)
+        return quant.quantize(x, self.scale, self.zero_point, self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         """Integer values of this tensor to float32."""
-        return (q.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
+        return quant.dequantize(q, self.scale, self.zero_point)
 
     def describe(self) -> str:
         q = f" (scale {self.scale:.6g}, zero point {self.zero_point})" if self.quantized else ""

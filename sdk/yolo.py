@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import ModelFormatError
+from sdk.quant import dequantize  # the Runner's arithmetic: both paths agree bit for bit
 
 DECODERS = ("yolov2", "yolov3", "yolov5", "yolov8", "yolo-split")
 FLAG_TO_DECODER = {"v2": "yolov2", "v3": "yolov3", "v5": "yolov5", "v8": "yolov8", "v11": "yolov8"}
@@ -74,11 +75,6 @@ def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     out[:, :2] = b[:, :2] - half
     out[:, 2:] = b[:, :2] + half
     return out
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Stored integers → float32, with the Runner's arithmetic (so both paths agree bit for bit)."""
-    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
 @lru_cache(maxsize=64)
@@ -337,13 +333,9 @@ class SplitDecoder(Decoder):
             raise _shape_error(self.name, [o.shape for o in outputs], "expects two outputs")
         scores = outputs[1 - self.box_index]
         c = scores.shape[-1]
-        keep = (scores >= threshold).ravel().nonzero()[0]  # np.flatnonzero, minus its Python wrapper
+        keep = np.flatnonzero((scores.reshape(-1, c) >= threshold).any(axis=1))  # rows, ascending, each once
         if keep.size == 0:
             return _empty()
-        keep //= c  # rows, ascending; a row with several classes above the threshold comes once
-        listed = keep.tolist()
-        if len(set(listed)) < len(listed):
-            keep = np.array(list(dict.fromkeys(listed)))
         rows = scores.reshape(-1, c)[keep]
         cls = rows.argmax(axis=1)  # dequantizing is monotonic: the same class either way
         best = rows[np.arange(keep.size), cls]
