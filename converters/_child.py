@@ -209,12 +209,9 @@ def default_input_shapes(data: bytes, calib: list[np.ndarray]) -> bytes:
     (e.g. frames) then cannot even be allocated at its default shape, so an interpreter fails
     before anyone can resize it. The ``shape_signature`` keeps the axis dynamic.
     """
-    import flatbuffers
+    from sdk.tflite_file import pack, unpack
 
-    from sdk.tflite_file import FILE_IDENTIFIER, schema
-
-    s = schema()
-    model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model = unpack(data)
     graph, changed = model.subgraphs[0], False
     for i, t_idx in enumerate(graph.inputs[: len(calib)]):
         t = graph.tensors[t_idx]
@@ -222,11 +219,7 @@ def default_input_shapes(data: bytes, calib: list[np.ndarray]) -> bytes:
         want = [1, *calib[i].shape[1:]]
         if any(d == -1 for d in sig[1:]) and len(want) == len(sig):
             t.shape, changed = want, True
-    if not changed:
-        return data
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    return pack(model, len(data)) if changed else data
 
 
 def _convert_with_fallback(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None) -> tuple[bytes, str]:

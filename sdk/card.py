@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import ModelFormatError
-from sdk.tflite_file import FILE_IDENTIFIER, TFLiteFile, schema
+from sdk.tflite_file import TFLiteFile, pack, schema, unpack
 
 METADATA_NAME = "edgesdk"
 TASKS = ("trigger-word", "detect", "face-embed", "face-detect", "classify", "generic")
@@ -124,11 +124,9 @@ def embed_metadata(data: bytes, name: str, payload: bytes) -> bytes:
     Raises:
         ModelFormatError: If ``data`` is not a TFLite flatbuffer.
     """
-    import flatbuffers
-
     TFLiteFile(data)  # validates
     s = schema()
-    model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model = unpack(data)
     buf = s.BufferT()
     buf.data = bytearray(payload)
     model.buffers = list(model.buffers or [])
@@ -142,9 +140,7 @@ def embed_metadata(data: bytes, name: str, payload: bytes) -> bytes:
         md.name = name
         md.buffer = len(model.buffers) - 1
         model.metadata.append(md)
-    builder = flatbuffers.Builder(len(data) + len(payload) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    return pack(model, len(data) + len(payload))
 
 
 def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,20 @@ def schema() -> ModuleType:
             return importlib.import_module("tensorflow.lite.python.schema_py_generated")
         except ImportError:
             return require("ai_edge_litert.schema_py_generated", "reading .tflite files")
+
+
+def unpack(data: bytes) -> Any:
+    """``data`` as the schema's mutable object tree (``ModelT``), for editing and :func:`pack`."""
+    return schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
+
+
+def pack(model: Any, size_hint: int = 0) -> bytes:
+    """A ``ModelT`` (from :func:`unpack`) back to ``.tflite`` bytes."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
 
 
 @cache
