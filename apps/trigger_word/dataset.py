@@ -4,8 +4,8 @@
   background, placed so the windows around its end are all seen; every positive, and every
   negative word placed the same way so confusables meet the model exactly where positives
   do) and longer negative streams (confusables, sentences, cut-off positives and real speech
-  over backgrounds, words inserted without overlap as in the course). Log-mels of every stream are computed once
-  with :class:`sdk.audio.LogMel`; windows are index ranges into them, labelled with
+  over backgrounds, words inserted without overlap as in the course). Features of every stream are computed once
+  (:class:`sdk.audio.LogMel` or :class:`sdk.speech_embedding.SpeechEmbedding`); windows are index ranges into them, labelled with
   :func:`apps.trigger_word.augment.window_labels`.
 * **Evaluation sets** for :func:`apps.trigger_word.eval.evaluate`: positive clips (one word
   in a background) and continuous negative audio.
@@ -149,7 +149,7 @@ def make_windows(
             streams.append((*word_stream(rng, boosted[i], window_s, babble, user, context=babble), step))
         if progress:
             progress(f"positive streams: {len(streams)}")
-    # every negative word (synthetic confusables, sentences, real prompts) once, placed like a positive
+    # every negative word (synthetic confusables, sentences, real prompts) neg_copies times, placed like a positive
     for _ in range(neg_copies):
         for x in negs + real:
             streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble), step))
