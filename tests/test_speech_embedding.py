@@ -58,6 +58,32 @@ def test_batched_embeddings_equal_one_window_at_a_time(front, rng):
     assert front(x[: p.win_length - 1]).shape == (0, 96)
 
 
+def test_streaming_calls_reuse_the_previous_calls_mel_frames(rng):
+    x = (0.1 * rng.standard_normal(4 * SR)).astype(np.float32)
+    front = E.SpeechEmbedding(Runner(FRONTEND, threads=1))
+    computed = []
+    mel = front.mel
+    front.mel = lambda s: computed.append(mel.frames_for(len(s))) or mel(s)  # counts the frames actually computed
+    whole = front(x)
+    p, n0 = front.params, computed[-1]
+    win, hop = p.win_length, p.hop_length
+    # a detector's calls: the whole first window, then the newest window after k new hops
+    front(x[:win + 15 * hop])
+    end = win + 15 * hop
+    got = []
+    for k in (1, 1, 3, 1, 2, 5, 1):
+        end += k * hop
+        computed.clear()
+        got.append(front(x[end - win - (k - 1) * hop : end]))
+        assert computed == [8 * k]  # not 76 + 8 (k - 1): the other 68 frames were the last call's
+    np.testing.assert_array_equal(np.concatenate(got), whole[16 : 16 + 14])
+    assert n0 == mel.frames_for(x.shape[0])
+    # anything else (a jump in the stream, other audio) computes every frame, and gives the same embeddings
+    computed.clear()
+    np.testing.assert_array_equal(front(x[hop : hop + win])[0], whole[1])
+    assert computed == [76]
+
+
 def test_frontend_shape_is_checked(tmp_path):
     from tests.test_audio_tone_model import tone_model
 
