@@ -184,3 +184,45 @@ def test_windows_are_cached_by_data_options(tmp_path, rng):
     assert len(calls) == 1 and b.seq_labels is None
     _cached_windows(tmp_path, replace(cfg, minutes=5.0), "train", make)  # a data option: new windows
     assert len(calls) == 2 and not list(tmp_path.glob("*.tmp.npz"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "a.wav").write_bytes(b"one")
+    _cached_windows(tmp_path, replace(cfg, positives=str(mine)), "train", make)
+    _cached_windows(tmp_path, replace(cfg, positives=str(mine)), "train", make)
+    assert len(calls) == 3
+    (mine / "a.wav").write_bytes(b"two")  # the same folder with an edited recording: new windows
+    _cached_windows(tmp_path, replace(cfg, positives=str(mine)), "train", make)
+    assert len(calls) == 4
+
+
+def test_your_own_recordings_become_training_clips(tmp_path, rng) -> None:
+    from sdk.sources.audio import write_wav
+
+    pos, neg = tmp_path / "pos", tmp_path / "neg"
+    pos.mkdir()
+    neg.mkdir()
+    t = np.arange(int(0.5 * 8000)) / 8000
+    word = np.concatenate([np.zeros(2400), 0.4 * np.sin(2 * np.pi * 300 * t), np.zeros(2400)]).astype(np.float32)
+    write_wav(pos / "me1.wav", np.stack([word, 0.5 * word], axis=1), 8000)  # 8 kHz stereo: downmixed, resampled
+    write_wav(neg / "room.wav", (0.1 * rng.standard_normal(7 * 16000)).astype(np.float32), 16000)
+    clips = D.user_clips(pos, True, "activate")
+    assert [(c.positive, c.split, c.voice, c.text) for c in clips] == [(True, "train", "user:me1.wav", "activate")]
+    assert abs(clips[0].audio.shape[0] - 0.54 * D.SR) < 0.03 * D.SR  # the silence around the word is trimmed
+    pieces = D.user_clips(neg, False, "activate")
+    assert len(pieces) == 3 and not any(c.positive for c in pieces) and all(c.audio.shape[0] <= 3 * D.SR for c in pieces)
+    # as training data, user positives weigh like the other natural voices
+    w = S.make_windows(clips + pieces, 0, 1.2, 0.2, LogMel(), natural_boost=3)
+    assert (w.labels == 1).any()
+
+    write_wav(pos / "long.wav", (0.3 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000)
+    with pytest.raises(ConfigError, match=r"long\.wav: 3\.0 s of sound.*at most 1\.9 s"):
+        D.user_clips(pos, True, "activate")
+    (pos / "long.wav").unlink()
+    write_wav(pos / "silent.wav", np.zeros(16000, np.float32), 16000)
+    with pytest.raises(ConfigError, match=r"silent\.wav: no sound"):
+        D.user_clips(pos, True, "activate")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="--negatives .*no .wav files"):
+        D.user_clips(tmp_path / "empty", False, "activate")
+    with pytest.raises(ConfigError, match="--positives .*not a folder"):
+        D.user_clips(tmp_path / "nope", True, "activate")

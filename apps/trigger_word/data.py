@@ -173,6 +173,8 @@ def trim(x: np.ndarray, rel_db: float = -35.0, pad_s: float = 0.02) -> np.ndarra
         return x
     e = (x[: n * 160].reshape(n, 160) ** 2).mean(axis=1)
     on = np.flatnonzero(e > e.max() * 10 ** (rel_db / 10))
+    if on.shape[0] == 0:  # digital silence
+        return x[:0]
     pad = int(pad_s * SR)
     return x[max(0, on[0] * 160 - pad) : min(x.shape[0], (on[-1] + 1) * 160 + pad)]
 
@@ -297,7 +299,8 @@ class CorpusConfig:
 
     word: str = "activate"
     seed: int = 0
-    espeak_pos: int = 4  # per espeak voice (accent x variant)
+    espeak_pos: int = 4  # per espeak validation/test voice (accent x variant)
+    espeak_train_pos: int = 4  # per espeak training voice: more prosody per voice, the test sets stay the same
     espeak_neg: int = 6
     festival_pos: int = 60  # per festival voice
     festival_neg: int = 60
@@ -313,7 +316,8 @@ def plan(cfg: CorpusConfig) -> list[tuple[Voice, list[Utterance]]]:
     if "espeak-ng" in missing:
         raise ConfigError("trigger-word training needs espeak-ng; install it: sudo apt-get install espeak-ng (or run scripts/system-deps.sh)")
     conf, sents = negative_texts(cfg.word)
-    jobs = [(v, plan_voice(v, cfg.word, conf, sents, cfg.espeak_pos, cfg.espeak_neg, cfg.seed)) for v in espeak_voices(cfg.seed, cfg.max_variants)]
+    jobs = [(v, plan_voice(v, cfg.word, conf, sents, cfg.espeak_train_pos if v.split == "train" else cfg.espeak_pos, cfg.espeak_neg, cfg.seed))
+            for v in espeak_voices(cfg.seed, cfg.max_variants)]
     if "festival" not in missing:
         jobs += [(v, plan_voice(v, cfg.word, conf, sents, cfg.festival_pos, cfg.festival_neg, cfg.seed))
                  for v in (Voice("festival", n, s) for n, s in FESTIVAL_SPLIT.items())]
@@ -339,6 +343,47 @@ def synthesize(cfg: CorpusConfig, cache_dir: str | Path) -> Corpus:
                 _progress(f"speech: {done}/{len(jobs)} voices, {len(corpus.clips)} clips")
     corpus.clips += asterisk_clips(cfg.word, cfg.seed, cache)
     return corpus
+
+
+MAX_USER_WORD_S = 1.9  # a recorded positive must fit, whole, in the ~2 s window
+USER_PIECE_S = 3.0  # recorded negatives are used in pieces of at most this long
+
+
+def user_clips(folder: str | Path, positive: bool, word: str) -> list[Clip]:
+    """Your own recordings as training clips: every ``.wav`` under ``folder`` (any rate, channels) is one utterance.
+
+    Positives each hold the word once (silence around it is trimmed); negatives are anything
+    else said in the room. They are training data only (weighted like the other natural
+    voices), so the validation and test sets stay comparable between runs.
+
+    Raises:
+        ConfigError: When ``folder`` is not a folder, holds no ``.wav`` file, or a positive is
+            longer than the window.
+        SourceError: When a file is not a readable WAV.
+    """
+    opt = "--positives" if positive else "--negatives"
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"{opt} {folder}: not a folder; give a folder of .wav recordings")
+    files = sorted(root.rglob("*.wav"))
+    if not files:
+        raise ConfigError(f"{opt} {folder}: no .wav files in it; record some (16 kHz mono is best, any rate works)")
+    out = []
+    for f in files:
+        x, rate = read_wav(f, SR)
+        x = trim(x)
+        if x.shape[0] < SR // 10:
+            raise ConfigError(f"{f}: no sound in it (under 0.1 s after trimming silence); re-record it or remove it")
+        if positive and x.shape[0] > MAX_USER_WORD_S * SR:
+            raise ConfigError(f"{f}: {x.shape[0] / SR:.1f} s of sound after trimming silence; a positive must hold just "
+                              f"{word!r} (at most {MAX_USER_WORD_S} s): cut it or remove it")
+        if positive:
+            out.append(Clip(x, word, True, f"user:{f.name}", "train"))
+            continue
+        # a long recording is cut into pieces that fit between other words in the 8 s training streams
+        n = max(1, int(np.ceil(x.shape[0] / (USER_PIECE_S * SR))))
+        out += [Clip(p, f.stem, False, f"user:{f.name}", "train") for p in np.array_split(x, n) if p.shape[0] >= SR // 10]
+    return out
 
 
 def asterisk_clips(word: str, seed: int, cache: Path, root: Path = ASTERISK_DIR) -> list[Clip]:

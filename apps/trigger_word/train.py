@@ -47,6 +47,7 @@ class TrainConfig:
     work: str = "~/.cache/edgesdk/trigger_word"
     seed: int = 0
     minutes: float = 60.0  # minutes of negative training streams
+    train_positives: int = 4  # positives per espeak-ng training voice, each with its own rate, pitch and gain
     copies: int = 2  # augmented copies of every training positive
     neg_copies: int = 2  # placements of every negative word (confusables are the hard part)
     hard_negatives: bool = True  # half of each epoch's negatives: those the model scores highest
@@ -59,6 +60,8 @@ class TrainConfig:
     max_train_minutes: float = 20.0  # safety net on slow machines (then fewer epochs than the shipped model)
     threads: int = 2
     backgrounds: str | None = None
+    positives: str | None = None  # folder of your own recordings of the word, added to training
+    negatives: str | None = None  # folder of your own recordings without it (room talk, TV), added to training
     val_minutes: float = 30.0
     test_minutes: float = 30.0
 
@@ -210,7 +213,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out_dir, work = Path(cfg.out).expanduser(), Path(cfg.work).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed), work / "cache")
+    mine = [c for folder, positive in ((cfg.positives, True), (cfg.negatives, False)) if folder for c in D.user_clips(folder, positive, word)]
+    corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed, espeak_train_pos=cfg.train_positives), work / "cache")
+    if mine:
+        corpus.clips += mine
+        _log(f"added your own recordings: {sum(c.positive for c in mine)} positive, {sum(not c.positive for c in mine)} negative clips")
     user = load_backgrounds(cfg.backgrounds)
     cfg, lm = with_features(cfg)
     frames = lm.frames_for(int(round(cfg.window_s * SR)))
@@ -246,8 +253,10 @@ def _cached_windows(work: Path, cfg: TrainConfig, split: str, make: Any) -> Any:
 
     from apps.trigger_word.dataset import Windows
 
-    keys = ("word", "arch", "seed", "minutes", "copies", "neg_copies", "natural_boost", "window_s", "hop_s", "delay_s", "backgrounds", "val_minutes")
-    ident = json.dumps({k: getattr(cfg, k) for k in keys} | {"split": split, "recipe": DATA_RECIPE}, sort_keys=True)
+    keys = ("word", "arch", "seed", "minutes", "train_positives", "copies", "neg_copies", "natural_boost", "window_s", "hop_s", "delay_s", "val_minutes")
+    folders = {k: _folder_digest(getattr(cfg, k)) for k in ("positives", "negatives") if getattr(cfg, k)}
+    folders["backgrounds"] = _folder_digest(cfg.backgrounds) if cfg.backgrounds else None
+    ident = json.dumps({k: getattr(cfg, k) for k in keys} | folders | {"split": split, "recipe": DATA_RECIPE}, sort_keys=True)
     if cfg.arch == "embedding":
         ident += hashlib.sha256(FRONTEND.read_bytes()).hexdigest()
     path = work / f"windows_{split}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npz"
@@ -261,6 +270,17 @@ def _cached_windows(work: Path, cfg: TrainConfig, split: str, make: Any) -> Any:
     np.savez(tmp, **arrays)
     tmp.replace(path)  # never a half-written cache entry
     return w
+
+
+def _folder_digest(folder: str) -> str:
+    """SHA-256 over the ``.wav`` files under ``folder`` (names and contents): edited recordings give new windows."""
+    import hashlib
+
+    h = hashlib.sha256()
+    root = Path(folder).expanduser()
+    for f in sorted(root.rglob("*.wav")):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def with_features(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
@@ -399,12 +419,15 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--max-train-minutes", type=float, default=d.max_train_minutes, help="stop training after this long")
     p.add_argument("--threads", type=int, default=d.threads, help="TensorFlow threads")
     p.add_argument("--backgrounds", default=None, help="optional folder of background .wav files (any rate)")
+    p.add_argument("--positives", default=None, help="optional folder of your own .wav recordings of the word (one utterance each), added to training")
+    p.add_argument("--negatives", default=None, help="optional folder of your own .wav recordings without the word (any length), added to training")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace, out: Any) -> int:
     cfg = TrainConfig(word=args.word, arch=args.arch, out=args.out, work=args.work, seed=args.seed, minutes=args.minutes,
-                      epochs=args.epochs, max_train_minutes=args.max_train_minutes, threads=args.threads, backgrounds=args.backgrounds)
+                      epochs=args.epochs, max_train_minutes=args.max_train_minutes, threads=args.threads, backgrounds=args.backgrounds,
+                      positives=args.positives, negatives=args.negatives)
     if cfg.arch == "course":
         cfg = replace(cfg, copies=1)
     rep = train(cfg)
