@@ -72,15 +72,14 @@ def edgetpus(sys_usb: str = "/sys/bus/usb/devices", dev: str = "/dev") -> list[s
 
 def audio_inputs() -> list[str]:
     """Input-capable audio devices as ``index: name (rate Hz)``; ``[]`` without PortAudio."""
-    try:
-        import sounddevice as sd
+    from sdk.errors import EdgeSDKError
+    from sdk.sources.audio import input_devices
 
-        devs = sd.query_devices()
-    except Exception:  # noqa: BLE001 - OSError without PortAudio, PortAudioError without a server
+    try:
+        devs = input_devices()
+    except (EdgeSDKError, ImportError, OSError):  # no sounddevice, no PortAudio library, or no sound server
         return []
-    return [
-        f"{i}: {d['name']} ({int(d['default_samplerate'])} Hz)" for i, d in enumerate(devs) if d.get("max_input_channels", 0) > 0
-    ]
+    return [f"{d['index']}: {d['name']} ({int(d['default_rate'])} Hz)" for d in devs]
 
 
 def delegates() -> dict[str, str]:

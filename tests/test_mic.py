@@ -168,6 +168,8 @@ def test_input_device_by_index_and_name(vmic):
     assert resolve_input_device(None) is None
     with pytest.raises(SourceError, match="input devices are: .*pulse"):
         resolve_input_device(999)
+    with pytest.raises(SourceError, match="'u' matches several input devices .*give the index"):
+        resolve_input_device("u")  # pulse, default
     with MicrophoneSource(device="pulse", duration=0.2, chunk=800) as mic:
         chunks = list(mic)
     assert sum(len(c.samples) for c in chunks) == 3200 and chunks[0].time == 0.0

@@ -250,32 +250,35 @@ def resolve_input_device(device: int | str | None) -> int | None:
     started before PulseAudio, or a microphone plugged in later, is then found.
 
     Raises:
-        SourceError: When no such input device exists, listing those that do.
+        SourceError: When no such input device exists (listing those that do), or a name
+            matches several.
     """
-    try:
-        return _find_input_device(device, input_devices())
-    except SourceError:
-        return _find_input_device(device, input_devices(rescan=True))
-
-
-def _find_input_device(device: int | str | None, devs: list[dict[str, Any]]) -> int | None:
+    devs = input_devices()
+    found = _matching_inputs(device, devs)
+    if not found:
+        devs = input_devices(rescan=True)
+        found = _matching_inputs(device, devs)
     if device is None:
-        if not devs:
+        if not found:
             raise SourceError("no audio input device found; connect a microphone or start PulseAudio (see `edgesdk doctor`)")
         return None
+    if not found:
+        raise SourceError(f"no audio input device {device!r}; input devices are: {_device_list(devs)}")
+    if len(found) > 1:
+        names = ", ".join(f"{d['index']}: {d['name']}" for d in found)
+        raise SourceError(f"--mic {device!r} matches several input devices ({names}); give the index")
+    return int(found[0]["index"])
+
+
+def _matching_inputs(device: int | str | None, devs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inputs ``device`` names: all for ``None``, by index for digits, else by (part of) name, an exact name first."""
+    if device is None:
+        return devs
     if isinstance(device, int) or str(device).isdigit():
-        idx = int(device)
-        if any(d["index"] == idx for d in devs):
-            return idx
-    else:
-        matches = [d for d in devs if str(device).lower() in d["name"].lower()]
-        exact = [d for d in matches if d["name"].lower() == str(device).lower()]
-        if len(exact) == 1 or len(matches) == 1:
-            return (exact or matches)[0]["index"]
-        if len(matches) > 1:
-            names = ", ".join(f"{d['index']}: {d['name']}" for d in matches)
-            raise SourceError(f"--mic {device!r} matches several input devices ({names}); give the index")
-    raise SourceError(f"no audio input device {device!r}; input devices are: {_device_list(devs)}")
+        return [d for d in devs if d["index"] == int(device)]
+    matches = [d for d in devs if str(device).lower() in d["name"].lower()]
+    exact = [d for d in matches if d["name"].lower() == str(device).lower()]
+    return exact if len(exact) == 1 else matches
 
 
 class MicrophoneSource:
