@@ -174,6 +174,7 @@ class SpeechEmbedding:
         last, and the 68 mel frames inside them were computed then (of 76 + 8 (k - 1)). Every
         frame depends on its own samples alone, so comparing the samples (a few microseconds)
         is enough to reuse them: same frames, bit for bit, ~8x less spectrogram per hop.
+        One instance serves one stream at a time (as its Runner does): it is not thread-safe.
         """
         if x.shape[0] < self.params.win_length:
             return self.mel(x)

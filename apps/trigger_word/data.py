@@ -370,8 +370,7 @@ def user_clips(folder: str | Path, positive: bool, word: str) -> list[Clip]:
         raise ConfigError(f"{opt} {folder}: no .wav files in it; record some (16 kHz mono is best, any rate works)")
     out = []
     for f in files:
-        x, rate = read_wav(f, SR)
-        x = trim(x)
+        x = trim(read_wav(f, SR)[0])
         if x.shape[0] < SR // 10:
             raise ConfigError(f"{f}: no sound in it (under 0.1 s after trimming silence); re-record it or remove it")
         if positive and x.shape[0] > MAX_USER_WORD_S * SR:
