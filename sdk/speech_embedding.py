@@ -183,10 +183,10 @@ class SpeechEmbedding:
         else:
             mel = self.mel(x)
         # the frames inside x's last REUSE_SAMPLES samples: those starting at a multiple of the embedding hop from the end
-        first = (x.shape[0] - REUSE_SAMPLES) // HOP
-        if (x.shape[0] - REUSE_SAMPLES) % HOP == 0 and mel.shape[0] >= first + REUSE_FRAMES:
+        first, rem = divmod(x.shape[0] - REUSE_SAMPLES, HOP)
+        if rem == 0:  # then mel ends exactly with those REUSE_FRAMES frames
             self._tail[:] = x[-REUSE_SAMPLES:]
-            self._tail_mel[:] = mel[first : first + REUSE_FRAMES]
+            self._tail_mel[:] = mel[first:]
         else:
             self._tail[:] = np.nan
         return mel

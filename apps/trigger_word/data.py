@@ -34,7 +34,7 @@ import numpy as np
 from apps.trigger_word.texts import ACTIVATE_CONFUSABLES, COMMON_WORDS, SENTENCES
 from sdk.audio import resample
 from sdk.errors import ConfigError
-from sdk.sources.audio import read_wav
+from sdk.sources.audio import read_wav, wav_files
 
 SR = 16000
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -361,15 +361,8 @@ def user_clips(folder: str | Path, positive: bool, word: str) -> list[Clip]:
             longer than the window.
         SourceError: When a file is not a readable WAV.
     """
-    opt = "--positives" if positive else "--negatives"
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise ConfigError(f"{opt} {folder}: not a folder; give a folder of .wav recordings")
-    files = sorted(root.rglob("*.wav"))
-    if not files:
-        raise ConfigError(f"{opt} {folder}: no .wav files in it; record some (16 kHz mono is best, any rate works)")
     out = []
-    for f in files:
+    for f in wav_files(folder, "--positives" if positive else "--negatives"):
         x = trim(read_wav(f, SR)[0])
         if x.shape[0] < SR // 10:
             raise ConfigError(f"{f}: no sound in it (under 0.1 s after trimming silence); re-record it or remove it")

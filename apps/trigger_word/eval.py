@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from apps.trigger_word.app import TriggerWordDetector
-from sdk.errors import ConfigError
 from sdk.runner import Runner
 
 log = logging.getLogger("edgesdk.trigger_word")
@@ -42,15 +41,9 @@ DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99)) + (0.99
 
 def _items(spec: str | Path | Sequence[Audio], what: str) -> Sequence[Audio]:
     """A folder's ``.wav`` files (sorted), or the given list of paths / arrays."""
-    if not isinstance(spec, (str, Path)):
-        return spec
-    folder = Path(spec)
-    if not folder.is_dir():
-        raise ConfigError(f"--{what}: {folder} is not a folder of .wav files")
-    items = sorted(folder.rglob("*.wav"))
-    if not items:
-        raise ConfigError(f"--{what}: no .wav files in {folder}")
-    return items
+    from sdk.sources.audio import wav_files
+
+    return spec if not isinstance(spec, (str, Path)) else wav_files(spec, f"--{what}")
 
 
 def _load(item: Audio, i: int, what: str, rate: int) -> tuple[str, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from sdk.audio import Resampler
-from sdk.errors import SourceError
+from sdk.errors import ConfigError, SourceError
 from sdk.types import AudioChunk
 
 log = logging.getLogger("edgesdk.audio")
@@ -179,6 +179,21 @@ class WavFileSource:
                     return
         finally:
             self.close()
+
+
+def wav_files(folder: str | Path, option: str) -> list[Path]:
+    """The ``.wav`` files under ``folder`` (recursively, sorted).
+
+    Raises:
+        ConfigError: When ``folder`` is not a folder or holds no ``.wav`` file (naming ``option``).
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"{option} {folder}: not a folder; give a folder of .wav files")
+    files = sorted(root.rglob("*.wav"))
+    if not files:
+        raise ConfigError(f"{option} {folder}: no .wav files in it")
+    return files
 
 
 def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
