@@ -226,3 +226,19 @@ def test_your_own_recordings_become_training_clips(tmp_path, rng) -> None:
         D.user_clips(tmp_path / "empty", False, "activate")
     with pytest.raises(ConfigError, match="--positives .*not a folder"):
         D.user_clips(tmp_path / "nope", True, "activate")
+
+
+def test_background_folder_is_checked(tmp_path, rng) -> None:
+    from sdk.sources.audio import write_wav
+
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    write_wav(bg / "fan.wav", (0.1 * rng.standard_normal((2 * 8000, 2))).astype(np.float32), 8000)
+    write_wav(bg / "click.wav", (0.1 * rng.standard_normal(1000)).astype(np.float32), 16000)
+    (got,) = A.load_backgrounds(bg)  # the 2 s fan (8 kHz stereo) at 16 kHz mono; the click is too short to be a background
+    assert got.ndim == 1 and abs(got.shape[0] - 2 * D.SR) <= 2
+    with pytest.raises(ConfigError, match="--backgrounds .*not a folder"):
+        A.load_backgrounds(tmp_path / "nope")
+    (bg / "fan.wav").unlink()
+    with pytest.raises(ConfigError, match=r"--backgrounds .*shorter than 0\.5 s"):
+        A.load_backgrounds(bg)

@@ -82,16 +82,22 @@ def babble(rng: np.random.Generator, n: int, speech: Sequence[np.ndarray]) -> np
 
 
 def load_backgrounds(folder: str | Path | None) -> list[np.ndarray]:
-    """User background ``.wav`` files (any rate, channels), as 16 kHz mono float32."""
+    """User background ``.wav`` files (any rate, channels), as 16 kHz mono float32.
+
+    Raises:
+        ConfigError: When ``folder`` is not a folder, holds no ``.wav`` file, or only files under 0.5 s.
+        SourceError: When a file is not a readable WAV.
+    """
     if not folder:
         return []
-    from sdk.sources.audio import read_wav
+    from sdk.errors import ConfigError
+    from sdk.sources.audio import read_wav, wav_files
 
-    out = []
-    for f in sorted(Path(folder).rglob("*.wav")):
-        x, rate = read_wav(f)
-        out.append(resample(x, rate, SR))
-    return [x for x in out if x.shape[0] > SR // 2]
+    out = [read_wav(f, SR)[0] for f in wav_files(folder, "--backgrounds")]
+    out = [x for x in out if x.shape[0] > SR // 2]
+    if not out:
+        raise ConfigError(f"--backgrounds {folder}: every .wav in it is shorter than 0.5 s; give longer recordings of the room")
+    return out
 
 
 def background(rng: np.random.Generator, n: int, speech: Sequence[np.ndarray], user: Sequence[np.ndarray] = ()) -> np.ndarray:

@@ -213,12 +213,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out_dir, work = Path(cfg.out).expanduser(), Path(cfg.work).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
+    user = load_backgrounds(cfg.backgrounds)  # bad folders fail here, before minutes of synthesis
     mine = [c for folder, positive in ((cfg.positives, True), (cfg.negatives, False)) if folder for c in D.user_clips(folder, positive, word)]
     corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed, espeak_train_pos=cfg.train_positives), work / "cache")
     if mine:
         corpus.clips += mine
         _log(f"added your own recordings: {sum(c.positive for c in mine)} positive, {sum(not c.positive for c in mine)} negative clips")
-    user = load_backgrounds(cfg.backgrounds)
     cfg, lm = with_features(cfg)
     frames = lm.frames_for(int(round(cfg.window_s * SR)))
     steps = course_steps(frames) if cfg.arch == "course" else None
