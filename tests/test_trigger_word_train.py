@@ -163,6 +163,15 @@ def test_recipe_fit_trains_both_architectures_on_windows() -> None:
     for arch, shape in (("course", (None, course_steps(118), 1)), ("dscnn", (None, 1))):
         m = T.fit(T.TrainConfig(arch=arch, epochs=1, batch=8), w, w, 118, 40)
         assert m.output_shape == shape
+    # the embedding head as an ensemble in one model: the logit it converts with is the mean of its branches
+    from apps.trigger_word.model import branch_logits, logit_model
+
+    m = T.fit(T.TrainConfig(arch="embedding", heads=3, l2=1e-4, epochs=2, batch=8), w, w, 118, 40)
+    x = w.batch(np.arange(16), 118)
+    per_branch = np.asarray(branch_logits(m)(x))
+    assert per_branch.shape == (16, 3) and np.ptp(per_branch, axis=1).max() > 1e-3  # the branches differ
+    np.testing.assert_allclose(np.asarray(logit_model(m)(x))[:, 0], per_branch.mean(axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(m(x))[:, 0], 1 / (1 + np.exp(-per_branch.mean(axis=1))), rtol=1e-5, atol=1e-6)
 
 
 def test_windows_are_cached_by_data_options(tmp_path, rng):
@@ -242,3 +251,16 @@ def test_background_folder_is_checked(tmp_path, rng) -> None:
     (bg / "fan.wav").unlink()
     with pytest.raises(ConfigError, match=r"--backgrounds .*shorter than 0\.5 s"):
         A.load_backgrounds(bg)
+
+
+def test_echo_repeats_the_word_every_delay_each_quieter() -> None:
+    x = np.zeros(4000, np.float32)
+    x[0] = 1.0  # a click: its echo is the impulse response
+    y = A.echo(np.random.default_rng(3), x)
+    peaks = np.flatnonzero(np.abs(y) > 1e-6)
+    d = int(peaks[1])
+    assert 0.06 * D.SR <= d <= 0.25 * D.SR and y.shape[0] == x.shape[0] + d  # the word now ends one delay later
+    np.testing.assert_array_equal(peaks, np.arange(peaks.shape[0]) * d)
+    g = float(y[d])
+    assert 0.3 <= g <= 0.7 and peaks.shape[0] >= 4
+    np.testing.assert_allclose(y[peaks], g ** np.arange(peaks.shape[0]), rtol=1e-5)

@@ -160,14 +160,31 @@ def reverb(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return ((1 - mix) * x + mix * wet * _rms(x) / max(_rms(wet), 1e-9)).astype(np.float32)
 
 
+def echo(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """A distinct echo: the word repeated every 60-250 ms, each repeat 0.3-0.7 x the one before.
+
+    A hard wall, a hall, a loudspeaker's echo effect; espeak-ng's echo voices (RicishayMax...)
+    sound like this, and a diffuse reverb does not teach it. The word's end moves out by one
+    delay, so the label follows the first repeat.
+    """
+    d = int(rng.uniform(0.06, 0.25) * SR)
+    g = rng.uniform(0.3, 0.7)
+    y = np.zeros(x.shape[0] + 4 * d, np.float64)
+    for i in range(5):
+        y[i * d : i * d + x.shape[0]] += g**i * x
+    return y[: x.shape[0] + d].astype(np.float32)
+
+
 def augment(rng: np.random.Generator, x: np.ndarray, strength: float = 1.0) -> np.ndarray:
-    """Speed x0.85-1.15, random EQ/band limit and reverb, each applied with probability ~``strength``."""
+    """Speed x0.85-1.15, random EQ/band limit, reverb and echo, each applied with probability ~``strength``."""
     if rng.random() < 0.8 * strength:
         x = speed(x, rng.uniform(0.85, 1.15))
     if rng.random() < 0.6 * strength:
         x = random_eq(rng, x)
     if rng.random() < 0.5 * strength:
         x = reverb(rng, x)
+    if rng.random() < 0.2 * strength:
+        x = echo(rng, x)
     return x
 
 

@@ -207,6 +207,14 @@ def eval_set(clips: Sequence[Clip], seed: int, neg_minutes: float, user: Sequenc
     return pos_out, neg_out
 
 
+def general_speech(clips: Sequence[Clip], word: str) -> list[Clip]:
+    """``clips`` without the confusable words: positives, whole sentences and real recorded prompts (a room's talk)."""
+    from apps.trigger_word.data import negative_texts
+
+    sentences = set(negative_texts(word)[1])
+    return [c for c in clips if c.positive or c.text in sentences or c.voice.startswith("asterisk:")]
+
+
 def test_sets(corpus: Any, word: str, seed: int, minutes: float) -> dict[str, tuple[list, list[np.ndarray]]]:
     """The recipe's test sets (the same for ``edgesdk train`` and ``benchmarks/trigger_word_eval.py``).
 
@@ -220,13 +228,9 @@ def test_sets(corpus: Any, word: str, seed: int, minutes: float) -> dict[str, tu
     * ``real_speech_asterisk``: real recorded prompts as negatives, the two saying "activated" as positives;
     * ``flite_awb_rms_only``: the flite speakers that no training engine shares.
     """
-    from apps.trigger_word.data import negative_texts
-
     espeak = corpus.select("test", engine="espeak-ng")
-    sentences = set(negative_texts(word)[1])
     flite = corpus.select("test", engine="flite")
-    general = [c for c in espeak if c.positive] + [c for c in espeak + flite if not c.positive and c.text in sentences]
-    general += corpus.select("test", positive=False, engine="asterisk")
+    general = general_speech(espeak + corpus.select("test", positive=False, engine="flite") + corpus.select("test", positive=False, engine="asterisk"), word)
     return {
         "espeak_test_voices": eval_set(espeak, seed + 3, minutes),
         "espeak_test_voices_general_speech": eval_set(general, seed + 7, 4 * minutes),

@@ -36,7 +36,7 @@ Audio = str | Path | np.ndarray  # a positive may also be (Audio, (word_start_s,
 SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 1.0, 0.1))
 # 0.01 steps, then finer near 1 where a confident model's operating points lie (a head that
 # outputs logits resolves them; a sigmoid quantized to int8 stops at 0.996)
-DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99)) + (0.993, 0.995, 0.997, 0.998, 0.999)
+DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99)) + (0.993, 0.995, 0.997, 0.998, 0.999, 0.9993, 0.9995, 0.9997, 0.9998, 0.9999)
 
 
 def _items(spec: str | Path | Sequence[Audio], what: str) -> Sequence[Audio]:
@@ -95,7 +95,7 @@ def _rates(pos: list[dict], neg: tuple[np.ndarray, np.ndarray], hours: float, re
     delays = [d for d in (_delay(p, thr, refractory_s, max_delay) for p in pos) if d is not None]
     fa = len(event_times(neg[0], neg[1], thr, refractory_s))
     return {
-        "threshold": round(float(thr), 3),
+        "threshold": round(float(thr), 4),
         "frr": round(1.0 - len(delays) / len(pos), 4) if pos else None,
         "false_accepts": fa,
         "fa_per_hour": round(fa / hours, 3) if hours > 0 else None,

@@ -92,8 +92,13 @@ def build_dscnn(frames: int, n_features: int, filters: int = 64, blocks: int = 4
     return keras.Model(inp, out, name="trigger_dscnn")
 
 
-def build_head(frames: int, n_features: int, filters: int = 48, hidden: int = 32, dropout: float = 0.3) -> Any:
+def build_head(
+    frames: int, n_features: int, filters: int = 48, hidden: int = 32, dropout: float = 0.3, heads: int = 1, l2: float = 0.0
+) -> Any:
     """A head over speech embeddings ``[batch, frames, n_features]`` (16 x 96), single sigmoid output.
+
+    With ``heads`` > 1 it is an ensemble in one model: independent branches whose logits
+    (layers ``logit_0``...) are averaged; :func:`branch_logits` gives training one loss per branch.
 
     Args:
         frames: Embeddings per window.
@@ -101,32 +106,51 @@ def build_head(frames: int, n_features: int, filters: int = 48, hidden: int = 32
         filters: Channels of the two convolutions.
         hidden: Units of the dense layer.
         dropout: Dropout before the dense layers.
+        heads: Branches averaged.
+        l2: L2 penalty on every kernel.
 
     Returns:
-        An uncompiled ``keras.Model`` ``[B, frames, n_features] -> [B, 1]``.
+        An uncompiled ``keras.Model`` ``[B, frames, n_features] -> [B, 1]``; its layer
+        ``logit`` is the score before the sigmoid.
     """
     keras = _keras()
     L = keras.layers
+    reg = keras.regularizers.l2(l2) if l2 else None
     inp = keras.Input((frames, n_features), name="embeddings")
-    x = L.BatchNormalization(name="input_norm")(inp)
-    for i in range(2):
-        x = L.Conv1D(filters, 3, use_bias=False, name=f"conv{i}")(x)
-        x = L.ReLU()(L.BatchNormalization()(x))
-    # flatten keeps *where* in the window the word ended, so the score rises right after the end
-    x = L.Dropout(dropout)(L.Flatten()(x))
-    x = L.Dense(hidden, activation="relu", name="hidden")(x)
-    logit = L.Dense(1, name="logit")(L.Dropout(dropout)(x))
+    logits = []
+    for h in range(heads):
+        sfx = f"_{h}" if heads > 1 else ""
+        x = L.BatchNormalization(name=f"input_norm{sfx}")(inp)
+        for i in range(2):
+            x = L.Conv1D(filters, 3, use_bias=False, kernel_regularizer=reg, name=f"conv{i}{sfx}")(x)
+            x = L.ReLU()(L.BatchNormalization()(x))
+        # flatten keeps *where* in the window the word ended, so the score rises right after the end
+        x = L.Dropout(dropout)(L.Flatten()(x))
+        x = L.Dense(hidden, activation="relu", kernel_regularizer=reg, name=f"hidden{sfx}")(x)
+        logits.append(L.Dense(1, kernel_regularizer=reg, name="logit" if heads == 1 else f"logit{sfx}")(L.Dropout(dropout)(x)))
+    if heads > 1:
+        logits = [L.Average(name="logit")(logits)]
     # trained with the sigmoid; converted without it (see logit_model): an int8 logit keeps
     # resolution near a score of 1, where a quantized sigmoid has steps of 1/256
-    out = L.Activation("sigmoid", name="score")(logit)
+    out = L.Activation("sigmoid", name="score")(logits[0])
     return keras.Model(inp, out, name="trigger_head")
+
+
+def branch_logits(model: Any) -> Any | None:
+    """``[B, heads]``: the logit of every branch of a :func:`build_head` model (sharing its weights), or ``None`` for other models."""
+    keras = _keras()
+    names = {layer.name for layer in model.layers}
+    if "logit" not in names:
+        return None
+    outs = [model.get_layer(f"logit_{h}").output for h in range(len(names)) if f"logit_{h}" in names] or [model.get_layer("logit").output]
+    return keras.Model(model.input, keras.layers.Concatenate(name="branches")(outs) if len(outs) > 1 else outs[0], name=f"{model.name}_branches")
 
 
 def logit_model(model: Any) -> Any | None:
     """The model up to its ``logit`` layer (for conversion), or ``None`` when it has none."""
     keras = _keras()
     names = {layer.name for layer in model.layers}
-    return keras.Model(model.inputs, model.get_layer("logit").output, name=f"{model.name}_logit") if "logit" in names else None
+    return keras.Model(model.input, model.get_layer("logit").output, name=f"{model.name}_logit") if "logit" in names else None
 
 
 def build_course(frames: int, n_features: int, conv_filters: int = 196, kernel: int = 15, stride: int = 4, units: int = 128, dropout: float = 0.5) -> Any:

@@ -7,8 +7,8 @@ exactly as on the device and embedded into the output model; ``dscnn``/``course`
 with :class:`sdk.audio.LogMel`) -> train
 (Adam, early stopping, dropout/batch-norm, balanced class weights) -> convert to fp32 and
 full int8 with :func:`converters.convert.convert_modes` (calibrated on training windows) ->
-pick the threshold on validation (lowest false-reject rate at <= 0.5 false accepts/hour,
-int8 model) -> evaluate float and int8 on the test sets -> write ``<word>_int8.tflite`` with
+pick the threshold on validation voices over general speech (lowest false-reject rate at
+<= 0.5 false accepts/hour, int8 model) -> evaluate float and int8 on the test sets -> write ``<word>_int8.tflite`` with
 its card and ``<word>_report.json`` to ``--out``.
 
 Host side: TensorFlow is imported inside functions only.
@@ -34,7 +34,7 @@ LICENSE = ("model weights: Apache-2.0 (edgesdk); front end (--arch embedding): G
            "voices (free licences), flite (BSD-style, test only) and asterisk-core-sounds-en (CC-BY-SA-3.0, Allison Smith)")
 FA_TARGET = 0.5  # false accepts per hour (openWakeWord's published target)
 MAX_FRR = 0.25  # an operating point missing more than this is not considered
-DATA_RECIPE = 1  # bump when mixing/augmentation code changes: cached windows of older recipes are not reused
+DATA_RECIPE = 2  # bump when mixing/augmentation code changes: cached windows of older recipes are not reused
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class TrainConfig:
     hard_negatives: bool = True  # half of each epoch's negatives: those the model scores highest
     delay_s: float | None = None  # windows count as positive from this long after the word; None: 0.16 s (embedding), 0
     natural_boost: int = 4  # festival positives count this many times (few, but closest to natural speech)
+    heads: int = 3  # embedding head: branches averaged (an ensemble in one model: steadier than one)
+    l2: float = 1e-4  # embedding head: L2 penalty on its kernels
     window_s: float | None = None  # None: 1.982 s (16 embeddings) for "embedding", 1.2 s for log-mel models
     hop_s: float | None = None  # None: 0.08 s (one embedding) for "embedding", 0.1 s for log-mel models
     epochs: int = 30  # early stopping (sensitivity at 99.8% specificity on validation) usually ends sooner
@@ -71,7 +73,7 @@ def _log(msg: str) -> None:
 
 
 def _batches(keras: Any, w: Any, frames: int, batch: int, seed: int, neg_ratio: float, seq: bool) -> Any:
-    """A Keras PyDataset over ``w``: all positive windows + ``neg_ratio`` x as many negatives (``inf``: all), reshuffled per epoch."""
+    """A Keras PyDataset over ``w``: all positive windows + ``neg_ratio`` x as many negatives, reshuffled per epoch."""
 
     class Batches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -79,7 +81,7 @@ def _batches(keras: Any, w: Any, frames: int, batch: int, seed: int, neg_ratio: 
             self.rng = np.random.default_rng(seed)
             self.pos = np.flatnonzero(w.labels == 1)
             self.neg = np.flatnonzero(w.labels == 0)
-            self.n_neg = self.neg.shape[0] if np.isinf(neg_ratio) else min(self.neg.shape[0], int(neg_ratio * self.pos.shape[0]))
+            self.n_neg = min(self.neg.shape[0], int(neg_ratio * self.pos.shape[0]))
             self.hard: np.ndarray | None = None  # set by HardNegatives: the negatives the model scores highest
             self.on_epoch_end()
 
@@ -118,26 +120,56 @@ def fit(cfg: TrainConfig, train_w: Any, val_w: Any, frames: int, n_features: int
         _log("TensorFlow already initialised: --threads not applied")
     import keras
 
-    from apps.trigger_word.model import build
+    from apps.trigger_word.model import branch_logits, build
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build(cfg.arch, frames, n_features)
-    # early stopping watches the share of positive windows found at 99.8% specificity over *all* validation
-    # negatives: the operating point that matters; the mean loss mostly measures easy background windows
-    # and stops before hard-negative mining has done its work
-    sens = keras.metrics.SensitivityAtSpecificity(0.998, name="sens")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc"), sens])
+    model = build(cfg.arch, frames, n_features, **({"heads": cfg.heads, "l2": cfg.l2} if cfg.arch == "embedding" else {}))
+    branches = branch_logits(model)  # embedding heads train on logits, one cross-entropy per branch
+    trainee = model if branches is None else branches
+    if branches is not None:
+
+        def loss(y: Any, logits: Any) -> Any:  # each branch its own loss: an ensemble, not one wide model
+            y = keras.ops.broadcast_to(keras.ops.cast(y, logits.dtype), keras.ops.shape(logits))
+            return keras.ops.mean(keras.ops.binary_crossentropy(y, logits, from_logits=True), axis=-1)
+
+        trainee.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+    else:
+        trainee.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     seq = cfg.arch == "course"
     train = _batches(keras, train_w, frames, cfg.batch, cfg.seed, 3.0, seq)
-    val = _batches(keras, val_w, frames, 1024, cfg.seed + 1, np.inf, seq)
     _log(f"training {cfg.arch} ({model.count_params()} parameters): {train.pos.shape[0]} positive + {train.n_neg} negative windows per epoch")
     t0 = time.time()
+
+    def scores(w: Any, idx: np.ndarray) -> np.ndarray:
+        """Ranking scores of windows ``idx``: the mean branch logit, or the model's output (per step for ``course``)."""
+        out = []
+        for i in range(0, idx.shape[0], 8192):
+            o = np.asarray(trainee(w.batch(idx[i : i + 8192], frames), training=False))
+            out.append(o.mean(axis=-1) if branches is not None else o.reshape(o.shape[0], -1))
+        return np.concatenate(out).reshape(-1)
+
+    val_idx = np.flatnonzero(val_w.labels >= 0)
+    val_y = (val_w.seq_labels[val_idx] if seq else val_w.labels[val_idx]).reshape(-1)
+
+    class Validation(keras.callbacks.Callback):
+        """``val_sens``: the share of validation positives scored above all but 0.2% of the validation negatives.
+
+        Early stopping watches this operating point over *all* validation windows: the mean
+        loss mostly measures easy background and stops before hard-negative mining has done
+        its work. Computed exactly on logits: Keras' SensitivityAtSpecificity bins scores at
+        200 steps in [0, 1] and reads 0 once the sigmoid saturates, where this point lies.
+        """
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            s = scores(val_w, val_idx)
+            thr = np.quantile(s[val_y == 0], 0.998)
+            if logs is not None:
+                logs["val_sens"] = float(np.mean(s[val_y == 1] > thr))
 
     class Budget(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs or {}
-            _log(f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} auc {logs.get('auc', 0):.4f} val_loss {logs.get('val_loss', 0):.4f} "
-                 f"val_auc {logs.get('val_auc', 0):.4f} val_sens@99.8%spec {logs.get('val_sens', 0):.4f} ({time.time() - t0:.0f} s)")
+            _log(f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} val_sens@99.8%spec {logs.get('val_sens', 0):.4f} ({time.time() - t0:.0f} s)")
             if time.time() - t0 > cfg.max_train_minutes * 60:
                 _log(f"time budget of {cfg.max_train_minutes} min reached: stopping")
                 self.model.stop_training = True
@@ -150,18 +182,15 @@ def fit(cfg: TrainConfig, train_w: Any, val_w: Any, frames: int, n_features: int
         """
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            scores = np.concatenate([
-                np.asarray(self.model(train_w.batch(train.neg[i : i + 8192], frames), training=False)).reshape(-1)
-                for i in range(0, train.neg.shape[0], 8192)
-            ])  # fmt: skip
-            order = np.argsort(-scores)[: train.n_neg // 2]
+            s = scores(train_w, train.neg)
+            order = np.argsort(-s)[: train.n_neg // 2]
             train.hard = train.neg[order]
             train.on_epoch_end()
-            _log(f"hard negatives: {order.shape[0]} of {scores.shape[0]}, scores {scores[order[-1]]:.3f}..{scores[order[0]]:.3f}")
+            _log(f"hard negatives: {order.shape[0]} of {s.shape[0]}, scores {s[order[-1]]:.3f}..{s[order[0]]:.3f}")
 
     stop = keras.callbacks.EarlyStopping(monitor="val_sens", mode="max", patience=4, restore_best_weights=True)
-    callbacks = [stop, Budget()] + ([HardNegatives()] if cfg.hard_negatives and not seq else [])
-    model.fit(train, validation_data=val, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
+    callbacks = [Validation(), stop, Budget()] + ([HardNegatives()] if cfg.hard_negatives and not seq else [])
+    trainee.fit(train, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
     return model
 
 
@@ -182,7 +211,7 @@ def pick_threshold(det: list[list[float]], fa_target: float = FA_TARGET, max_frr
     best = min(f for f, _ in ok)
     lo = min(t for f, t in ok if f == best)
     hi = max(t for f, t in ok if f == best)
-    return round((lo + hi) / 2, 3)  # middle of the best plateau: furthest from both error kinds
+    return round((lo + hi) / 2, 4)  # middle of the best plateau: furthest from both error kinds
 
 
 def _eval(model_path: Path, sets: dict[str, tuple[list, list]], threshold: float | None) -> dict[str, Any]:
@@ -377,14 +406,19 @@ def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], o
 
     word = check_word(cfg.word)
     _log("choosing the threshold and smoothing on validation (int8)")
-    val_sets = {"val": S.eval_set(corpus.select("val"), cfg.seed + 2, cfg.val_minutes)}
-    threshold, smoothing = choose_operating_point(paths["int8"], val_sets["val"], paths["int8"].parent)
+    # the false-accept target is about a room's talk: the threshold is chosen on validation voices
+    # over general speech, 4x as long as the other sets so that 0.5 FA/h is one false accept; the
+    # confusable-heavy set is reported beside it (a stress test, as on the test voices)
+    val = corpus.select("val")
+    val_sets = {"general_speech": S.eval_set(S.general_speech(val, word), cfg.seed + 8, 4 * cfg.val_minutes),
+                "stress": S.eval_set(val, cfg.seed + 2, cfg.val_minutes)}  # fmt: skip
+    threshold, smoothing = choose_operating_point(paths["int8"], val_sets["general_speech"], paths["int8"].parent)
     for p in paths.values():
         set_operating_point(p, threshold, smoothing)
     _log(f"threshold {threshold}, smoothing {smoothing}")
     test_sets = S.test_sets(corpus, word, cfg.seed, cfg.test_minutes)
     metrics = {m: _eval(paths[m], test_sets, threshold) for m in ("fp32", "int8")}
-    val_thr = {k: v for k, v in _eval(paths["int8"], val_sets, threshold)["val"].items() if k != "det"}
+    val_thr = {name: {k: v for k, v in r.items() if k != "det"} for name, r in _eval(paths["int8"], val_sets, threshold).items()}
     for m in metrics.values():
         for r in m.values():
             r.pop("det")
@@ -396,7 +430,8 @@ def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], o
     c = c.replace(output={**c.output, "threshold": threshold, "smoothing": smoothing},
                   metrics={**c.metrics, "validation_int8": val_thr, "test_int8": summary, "test_float": summary_f},
                   source={**c.source, "recipe": f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"},
-                  notes=f"trained on synthetic speech (espeak-ng, festival) + real negatives; threshold and smoothing chosen on validation (lowest FRR at <= {FA_TARGET} FA/h, else fewest FA/h)")
+                  notes=f"trained on synthetic speech (espeak-ng, festival) + real negatives; threshold and smoothing chosen on validation voices over "
+                        f"general speech (lowest FRR at <= {FA_TARGET} FA/h, else fewest FA/h)")
     write_card(paths["int8"], c, final)
     return {"config": asdict(cfg), "model": str(final), "size_bytes": final.stat().st_size, "threshold": threshold, "smoothing": smoothing,
             "validation_int8": val_thr, "test": metrics, "voices": {s: len(corpus.voices(s)) for s in ("train", "val", "test")},
@@ -415,6 +450,7 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--work", default=d.work, help="cache folder for synthesised speech and intermediate models")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (data, splits, training)")
     p.add_argument("--minutes", type=float, default=d.minutes, help="minutes of negative training audio to mix")
+    p.add_argument("--heads", type=int, default=d.heads, help="embedding arch: branches averaged in one model (fewer: faster training, less steady)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping usually ends sooner)")
     p.add_argument("--max-train-minutes", type=float, default=d.max_train_minutes, help="stop training after this long")
     p.add_argument("--threads", type=int, default=d.threads, help="TensorFlow threads")
@@ -425,7 +461,11 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
 
 
 def _run(args: argparse.Namespace, out: Any) -> int:
-    cfg = TrainConfig(word=args.word, arch=args.arch, out=args.out, work=args.work, seed=args.seed, minutes=args.minutes,
+    from sdk.errors import ConfigError
+
+    if args.heads < 1:
+        raise ConfigError(f"--heads {args.heads}: give 1 or more")
+    cfg = TrainConfig(word=args.word, arch=args.arch, out=args.out, work=args.work, seed=args.seed, minutes=args.minutes, heads=args.heads,
                       epochs=args.epochs, max_train_minutes=args.max_train_minutes, threads=args.threads, backgrounds=args.backgrounds,
                       positives=args.positives, negatives=args.negatives)
     if cfg.arch == "course":
