@@ -2,8 +2,8 @@
 
 All convert to full int8 with :func:`converters.convert.convert`:
 
-* :func:`build_head` (default, ``--arch embedding``): a small 1-D CNN over the last 16
-  embeddings (~2 s) of the frozen pretrained speech front end
+* :func:`build_head` (default, ``--arch embedding``): small 1-D CNNs (three branches whose
+  logits are averaged) over the last 16 embeddings (~2 s) of the frozen pretrained speech front end
   (:mod:`sdk.speech_embedding`); the device runs the front end once per 80 ms hop and the
   head on the newest 16 embeddings. The front end was trained on real speech, so the head
   learns the word from synthetic voices and still hears people.
@@ -130,8 +130,8 @@ def build_head(
         logits.append(L.Dense(1, kernel_regularizer=reg, name="logit" if heads == 1 else f"logit{sfx}")(L.Dropout(dropout)(x)))
     if heads > 1:
         logits = [L.Average(name="logit")(logits)]
-    # trained with the sigmoid; converted without it (see logit_model): an int8 logit keeps
-    # resolution near a score of 1, where a quantized sigmoid has steps of 1/256
+    # training fits the logits (branch_logits) and conversion stops at them (logit_model): an int8
+    # logit keeps resolution near a score of 1, where a quantized sigmoid has steps of 1/256
     out = L.Activation("sigmoid", name="score")(logits[0])
     return keras.Model(inp, out, name="trigger_head")
 

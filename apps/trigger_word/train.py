@@ -429,7 +429,8 @@ def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], o
     summary_f = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")} for name, r in metrics["fp32"].items()}
     c = c.replace(output={**c.output, "threshold": threshold, "smoothing": smoothing},
                   metrics={**c.metrics, "validation_int8": val_thr, "test_int8": summary, "test_float": summary_f},
-                  source={**c.source, "recipe": f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"},
+                  source={**c.source, "recipe": f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"
+                                                + (f" --heads {cfg.heads}" if cfg.arch == "embedding" and cfg.heads != TrainConfig.heads else "")},
                   notes=f"trained on synthetic speech (espeak-ng, festival) + real negatives; threshold and smoothing chosen on validation voices over "
                         f"general speech (lowest FRR at <= {FA_TARGET} FA/h, else fewest FA/h)")
     write_card(paths["int8"], c, final)
