@@ -142,7 +142,7 @@ def branch_logits(model: Any) -> Any | None:
     names = {layer.name for layer in model.layers}
     if "logit" not in names:
         return None
-    outs = [model.get_layer(f"logit_{h}").output for h in range(len(names)) if f"logit_{h}" in names] or [model.get_layer("logit").output]
+    outs = [layer.output for layer in model.layers if layer.name.startswith("logit_")] or [model.get_layer("logit").output]
     return keras.Model(model.input, keras.layers.Concatenate(name="branches")(outs) if len(outs) > 1 else outs[0], name=f"{model.name}_branches")
 
 

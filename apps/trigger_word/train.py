@@ -126,15 +126,12 @@ def fit(cfg: TrainConfig, train_w: Any, val_w: Any, frames: int, n_features: int
     model = build(cfg.arch, frames, n_features, **({"heads": cfg.heads, "l2": cfg.l2} if cfg.arch == "embedding" else {}))
     branches = branch_logits(model)  # embedding heads train on logits, one cross-entropy per branch
     trainee = model if branches is None else branches
-    if branches is not None:
 
-        def loss(y: Any, logits: Any) -> Any:  # each branch its own loss: an ensemble, not one wide model
-            y = keras.ops.broadcast_to(keras.ops.cast(y, logits.dtype), keras.ops.shape(logits))
-            return keras.ops.mean(keras.ops.binary_crossentropy(y, logits, from_logits=True), axis=-1)
+    def branch_loss(y: Any, logits: Any) -> Any:  # each branch its own loss: an ensemble, not one wide model
+        y = keras.ops.broadcast_to(keras.ops.cast(y, logits.dtype), keras.ops.shape(logits))
+        return keras.ops.mean(keras.ops.binary_crossentropy(y, logits, from_logits=True), axis=-1)
 
-        trainee.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-    else:
-        trainee.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    trainee.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy" if branches is None else branch_loss)
     seq = cfg.arch == "course"
     train = _batches(keras, train_w, frames, cfg.batch, cfg.seed, 3.0, seq)
     _log(f"training {cfg.arch} ({model.count_params()} parameters): {train.pos.shape[0]} positive + {train.n_neg} negative windows per epoch")
