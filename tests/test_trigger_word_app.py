@@ -185,7 +185,14 @@ def test_evaluate_rates_delay_and_sweep(tmp_path, models):
     assert res["false_accepts"] == 1 and res["fa_per_hour"] == pytest.approx(3600 / 30, rel=1e-3)
     assert -0.3 <= res["delay_ms_median"] / 1000 <= 0.2
     assert [r["threshold"] for r in res["sweep"]] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    assert len(res["det"]) == 109 and res["det"][-1][0] == 0.9999 and res["det"][-1][1] >= res["det"][0][1]  # misses grow with the threshold
+    assert len(res["det"]) == 118 and res["det"][-1][0] == 0.9999 and res["det"][-1][1] >= res["det"][0][1]  # misses grow with the threshold
+    # the DET curves of other smoothings come from the same scores and equal evaluating with that smoothing in the card
+    curves = evaluate(models["score"], pos, neg, progress=False, smoothings=(1, 3))["det_by_smoothing"]
+    assert curves[1] == res["det"]
+    from apps.trigger_word.train import set_operating_point
+
+    set_operating_point(models["score"], 0.5, 3, tmp_path / "smooth3.tflite")
+    assert curves[3] == evaluate(tmp_path / "smooth3.tflite", pos, neg, progress=False)["det"] != curves[1]
     arrays = evaluate(models["score"], [tone_stream([(0.4, 0.3)], 1.2, seed=0)], [np.zeros(SR * 5, np.float32)], progress=False)
     assert arrays["frr"] == 0.0 and arrays["false_accepts"] == 0
     known = evaluate(

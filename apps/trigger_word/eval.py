@@ -34,9 +34,11 @@ log = logging.getLogger("edgesdk.trigger_word")
 
 Audio = str | Path | np.ndarray  # a positive may also be (Audio, (word_start_s, word_end_s))
 SWEEP = tuple(round(t, 2) for t in np.arange(0.1, 1.0, 0.1))
-# 0.01 steps, then finer near 1 where a confident model's operating points lie (a head that
-# outputs logits resolves them; a sigmoid quantized to int8 stops at 0.996)
-DET_THRESHOLDS = tuple(round(t, 3) for t in np.linspace(0.01, 0.99, 99)) + (0.993, 0.995, 0.997, 0.998, 0.999, 0.9993, 0.9995, 0.9997, 0.9998, 0.9999)
+# 0.01 steps, 0.005 from 0.9 (about one int8 step of a logit there), then finer near 1 where a
+# confident model's operating points lie (a head that outputs logits resolves them; a sigmoid
+# quantized to int8 stops at 0.996)
+DET_THRESHOLDS = tuple(sorted({round(float(t), 4) for t in np.linspace(0.01, 0.99, 99)} | {round(float(t), 4) for t in np.linspace(0.9, 0.99, 19)}
+                              | {0.993, 0.995, 0.997, 0.998, 0.999, 0.9993, 0.9995, 0.9997, 0.9998, 0.9999}))
 
 
 def _items(spec: str | Path | Sequence[Audio], what: str) -> Sequence[Audio]:
@@ -113,6 +115,7 @@ def evaluate(
     thresholds: Sequence[float] = SWEEP,
     runner_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    smoothings: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Evaluate a trigger-word model (see the module docstring for the protocol).
 
@@ -126,11 +129,13 @@ def evaluate(
         thresholds: Thresholds of the sweep table.
         runner_kwargs: For :class:`Runner` when ``model`` is a path.
         progress: Show progress on stderr.
+        smoothings: Also give the DET curve for each of these smoothings (from the same scores).
 
     Returns:
         ``model, word, threshold, positives, negatives_hours, frr, fa_per_hour, false_accepts,
         delay_ms_median, delay_ms_p90, speed_x_realtime, sweep`` (rows for ``thresholds``) and
-        ``det`` (``[threshold, frr, fa_per_hour]`` over 99 thresholds).
+        ``det`` (``[threshold, frr, fa_per_hour]`` over :data:`DET_THRESHOLDS`); with
+        ``smoothings``, ``det_by_smoothing`` maps each to its curve.
     """
     det = TriggerWordDetector(model, threshold=threshold, runner_kwargs=runner_kwargs)
     logic = det.logic
@@ -140,9 +145,16 @@ def evaluate(
     neg, neg_s = _score_negatives(det, neg_items, progress)
     wall = time.perf_counter() - t0
     hours = neg_s / 3600.0
+
+    def curve(k: int) -> tuple[list[dict], tuple[np.ndarray, np.ndarray], list[list]]:
+        p = [dict(x, smooth=smoothed(x["raw"], k)) for x in pos]
+        n = (neg[0], smoothed(neg[1], k))
+        return p, n, [[r["threshold"], r["frr"], r["fa_per_hour"]] for r in (_rates(p, n, hours, logic.refractory_s, t, max_delay_s) for t in DET_THRESHOLDS)]
+
+    pos, neg, det_curve = curve(logic.smoothing)
     rates = lambda thr: _rates(pos, neg, hours, logic.refractory_s, thr, max_delay_s)  # noqa: E731
     main = rates(logic.threshold)
-    det_curve = [[r["threshold"], r["frr"], r["fa_per_hour"]] for r in map(rates, DET_THRESHOLDS)]
+    extra = {"det_by_smoothing": {k: curve(k)[2] for k in smoothings}} if smoothings else {}
     return {
         "model": det.runner.name,
         "word": det.word,
@@ -153,11 +165,12 @@ def evaluate(
         "missed": [p["name"] for p in pos if _delay(p, logic.threshold, logic.refractory_s, max_delay_s) is None],
         "sweep": [rates(t) for t in thresholds],
         "det": det_curve,
+        **extra,
     }
 
 
 def _score_positives(det: TriggerWordDetector, items: Sequence[Audio], max_delay_s: float, progress: bool) -> tuple[list[dict], float]:
-    """Per positive clip: smoothed scores on the clip's own time axis and its word span; total seconds streamed."""
+    """Per positive clip: raw scores on the clip's own time axis and its word span; total seconds streamed."""
     rate = det.sample_rate
     lead = np.zeros(det.window_samples, dtype=np.float32)
     tail = np.zeros(int(round(max_delay_s * rate)) + det.hop_samples, dtype=np.float32)
@@ -174,7 +187,7 @@ def _score_positives(det: TriggerWordDetector, items: Sequence[Audio], max_delay
             {
                 "name": name,
                 "times": times - lead.shape[0] / rate,
-                "smooth": smoothed(scores, det.logic.smoothing),
+                "raw": scores,
                 "start": start,
                 "end": end,
             }
@@ -185,7 +198,7 @@ def _score_positives(det: TriggerWordDetector, items: Sequence[Audio], max_delay
 
 
 def _score_negatives(det: TriggerWordDetector, items: Sequence[Audio], progress: bool) -> tuple[tuple[np.ndarray, np.ndarray], float]:
-    """Times and smoothed scores over all negatives as one stream; its length in seconds."""
+    """Times and raw scores over all negatives as one stream; its length in seconds."""
     det.reset()
     times, scores, samples = [], [], 0
     for i, item in enumerate(items):
@@ -197,7 +210,7 @@ def _score_negatives(det: TriggerWordDetector, items: Sequence[Audio], progress:
         _progress(progress, "negatives", i + 1, len(items))
     t_all = np.concatenate(times) if times else np.zeros(0)
     s_all = np.concatenate(scores) if scores else np.zeros(0)
-    return (t_all, smoothed(s_all, det.logic.smoothing)), samples / det.sample_rate
+    return (t_all, s_all), samples / det.sample_rate
 
 
 def _progress(on: bool, what: str, done: int, total: int) -> None:

@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     minutes: float = 60.0  # minutes of negative training streams
     train_positives: int = 4  # positives per espeak-ng training voice, each with its own rate, pitch and gain
+    mixed_voices: int = 0  # extra espeak-ng training voices with variants recombined from the training variants
     copies: int = 2  # augmented copies of every training positive
     neg_copies: int = 2  # placements of every negative word (confusables are the hard part)
     hard_negatives: bool = True  # half of each epoch's negatives: those the model scores highest
@@ -241,7 +242,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     user = load_backgrounds(cfg.backgrounds)  # bad folders fail here, before minutes of synthesis
     mine = [c for folder, positive in ((cfg.positives, True), (cfg.negatives, False)) if folder for c in D.user_clips(folder, positive, word)]
-    corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed, espeak_train_pos=cfg.train_positives), work / "cache")
+    corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed, espeak_train_pos=cfg.train_positives, mixed_variants=cfg.mixed_voices), work / "cache")
     if mine:
         corpus.clips += mine
         _log(f"added your own recordings: {sum(c.positive for c in mine)} positive, {sum(not c.positive for c in mine)} negative clips")
@@ -279,7 +280,7 @@ def _cached_windows(work: Path, cfg: TrainConfig, split: str, make: Any) -> Any:
 
     from apps.trigger_word.dataset import Windows
 
-    keys = ("word", "arch", "seed", "minutes", "train_positives", "copies", "neg_copies", "natural_boost", "window_s", "hop_s", "delay_s", "val_minutes")
+    keys = ("word", "arch", "seed", "minutes", "train_positives", "mixed_voices", "copies", "neg_copies", "natural_boost", "window_s", "hop_s", "delay_s", "val_minutes")
     folders = {k: _folder_digest(getattr(cfg, k)) for k in ("positives", "negatives") if getattr(cfg, k)}
     folders["backgrounds"] = _folder_digest(cfg.backgrounds) if cfg.backgrounds else None
     ident = json.dumps({k: getattr(cfg, k) for k in keys} | folders | {"split": split, "recipe": DATA_RECIPE}, sort_keys=True)
@@ -371,17 +372,17 @@ def set_operating_point(path: Path, threshold: float, smoothing: int, out: Path 
     write_card(path, c.replace(output={**c.output, "threshold": threshold, "smoothing": smoothing}), out)
 
 
-def choose_operating_point(int8: Path, val_set: tuple[list, list], work: Path) -> tuple[float, int]:
+def choose_operating_point(int8: Path, val_set: tuple[list, list]) -> tuple[float, int]:
     """(threshold, smoothing) on validation: lowest FRR at <= FA_TARGET FA/h, else fewest FA/h then lowest FRR.
 
     Smoothing (mean of the last k scores) is tried for k = 1..3: requiring a high score on
     consecutive hops removes isolated spikes while a real word keeps scoring for several hops.
     """
+    from apps.trigger_word.eval import evaluate
+
     best: tuple | None = None
-    for k in (1, 2, 3):
-        tmp = work / f"{int8.stem}_smooth{k}.tflite"
-        set_operating_point(int8, 0.5, k, tmp)
-        det = _eval(tmp, {"val": val_set}, None)["val"]["det"]
+    curves = evaluate(int8, val_set[0], val_set[1], progress=False, smoothings=(1, 2, 3))["det_by_smoothing"]
+    for k, det in curves.items():
         thr = pick_threshold(det)
         _, frr, fa = min(det, key=lambda r: abs(r[0] - thr))
         if frr > MAX_FRR:
@@ -391,7 +392,6 @@ def choose_operating_point(int8: Path, val_set: tuple[list, list], work: Path) -
         _log(f"smoothing {k}: threshold {thr}, validation FRR {frr}, FA/h {fa}")
         if best is None or key < best[0]:
             best = (key, thr, k)
-        tmp.unlink()
     return best[1], best[2]
 
 
@@ -409,7 +409,7 @@ def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], o
     val = corpus.select("val")
     val_sets = {"general_speech": S.eval_set(S.general_speech(val, word), cfg.seed + 8, 4 * cfg.val_minutes),
                 "stress": S.eval_set(val, cfg.seed + 2, cfg.val_minutes)}  # fmt: skip
-    threshold, smoothing = choose_operating_point(paths["int8"], val_sets["general_speech"], paths["int8"].parent)
+    threshold, smoothing = choose_operating_point(paths["int8"], val_sets["general_speech"])
     for p in paths.values():
         set_operating_point(p, threshold, smoothing)
     _log(f"threshold {threshold}, smoothing {smoothing}")
@@ -427,7 +427,8 @@ def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], o
     c = c.replace(output={**c.output, "threshold": threshold, "smoothing": smoothing},
                   metrics={**c.metrics, "validation_int8": val_thr, "test_int8": summary, "test_float": summary_f},
                   source={**c.source, "recipe": f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"
-                                                + (f" --heads {cfg.heads}" if cfg.arch == "embedding" and cfg.heads != TrainConfig.heads else "")},
+                                                + (f" --heads {cfg.heads}" if cfg.arch == "embedding" and cfg.heads != TrainConfig.heads else "")
+                                                + (f" --mixed-voices {cfg.mixed_voices}" if cfg.mixed_voices != TrainConfig.mixed_voices else "")},
                   notes=f"trained on synthetic speech (espeak-ng, festival) + real negatives; threshold and smoothing chosen on validation voices over "
                         f"general speech (lowest FRR at <= {FA_TARGET} FA/h, else fewest FA/h)")
     write_card(paths["int8"], c, final)
@@ -449,6 +450,8 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (data, splits, training)")
     p.add_argument("--minutes", type=float, default=d.minutes, help="minutes of negative training audio to mix")
     p.add_argument("--heads", type=int, default=d.heads, help="embedding arch: branches averaged in one model (fewer: faster training, less steady)")
+    p.add_argument("--mixed-voices", type=int, default=d.mixed_voices,
+                   help="extra espeak-ng training voices whose variants recombine the training variants' settings (more voice variety)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping usually ends sooner)")
     p.add_argument("--max-train-minutes", type=float, default=d.max_train_minutes, help="stop training after this long")
     p.add_argument("--threads", type=int, default=d.threads, help="TensorFlow threads")
@@ -463,7 +466,9 @@ def _run(args: argparse.Namespace, out: Any) -> int:
 
     if args.heads < 1:
         raise ConfigError(f"--heads {args.heads}: give 1 or more")
-    cfg = TrainConfig(word=args.word, arch=args.arch, out=args.out, work=args.work, seed=args.seed, minutes=args.minutes, heads=args.heads,
+    if args.mixed_voices < 0:
+        raise ConfigError(f"--mixed-voices {args.mixed_voices}: give 0 or more")
+    cfg = TrainConfig(word=args.word, arch=args.arch, out=args.out, work=args.work, seed=args.seed, minutes=args.minutes, heads=args.heads, mixed_voices=args.mixed_voices,
                       epochs=args.epochs, max_train_minutes=args.max_train_minutes, threads=args.threads, backgrounds=args.backgrounds,
                       positives=args.positives, negatives=args.negatives)
     if cfg.arch == "course":
