@@ -62,6 +62,34 @@ def test_synthesis_is_deterministic_and_cached(tmp_path) -> None:
 
 
 @needs_espeak
+def test_mixed_variants_recombine_training_variants_only_and_sound_different(tmp_path) -> None:
+    voices = D.espeak_voices(0)
+    mixed = D.mixed_variants(voices, 12, seed=0)
+    assert mixed == D.mixed_variants(voices, 12, seed=0) and mixed != D.mixed_variants(voices, 12, seed=1)
+    assert len({v.variant for v in mixed}) == 12 and all(v.split == "train" and v.engine == "espeak-ng" for v in mixed)
+    # every setting line comes from a training variant (formant frequencies scaled), never from a held-out one
+    vdir = D.espeak_data_dir() / "voices" / "!v"
+    train = {v.name.split("+")[1] for v in voices if v.split == "train"}
+    held_out = {v.name.split("+")[1] for v in voices if v.split != "train"}
+    allowed = {line for name in train if (vdir / name).is_file() for lines in D.variant_settings((vdir / name).read_text(errors="replace")).values()
+               for line in lines}
+    for v in mixed:
+        settings = D.variant_settings(v.variant)
+        assert settings["formant"]  # always set: a scaled vocal tract
+        assert all(line in allowed for k, lines in settings.items() if k != "formant" for line in lines)
+    assert not {v.name.split("+")[1] for v in mixed} & (train | held_out)
+    # the generated variant is really used: its speech differs from the accent's default voice, and is cached apart
+    utt = [D.Utterance("activate", True)]
+    own = D._synth_cached(mixed[0], utt, tmp_path)[0]
+    plain = D.synth_espeak(mixed[0].name.split("+")[0], utt)[0]
+    assert own.shape[0] > 1600 and not (own.shape == plain.shape and np.allclose(own, plain))
+    other = D.Voice("espeak-ng", mixed[0].name, "train", mixed[1].variant)
+    D._synth_cached(other, utt, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert D.mixed_variants(voices, 0, seed=0) == []
+
+
+@needs_espeak
 def test_confusables_for_any_word_exclude_the_word() -> None:
     near = D.confusables("computer", n=10)
     assert len(near) == 10 and "computer" not in near

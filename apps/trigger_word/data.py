@@ -62,6 +62,7 @@ class Voice:
     engine: str
     name: str
     split: str
+    variant: str = ""  # espeak-ng: the text of a generated variant file (see mixed_variants); "" for a stock one
 
     @property
     def key(self) -> str:
@@ -179,13 +180,40 @@ def trim(x: np.ndarray, rel_db: float = -35.0, pad_s: float = 0.02) -> np.ndarra
     return x[max(0, on[0] * 160 - pad) : min(x.shape[0], (on[-1] + 1) * 160 + pad)]
 
 
-def synth_espeak(voice: str, utts: Sequence[Utterance]) -> list[np.ndarray]:
-    """Synthesise ``utts`` with espeak-ng voice ``voice`` (e.g. ``en-us+f3``)."""
-    out = []
-    for u in utts:
-        cmd = ["espeak-ng", "-v", voice, "-s", str(int(165 * u.speed)), "-p", str(int(20 + 60 * u.pitch)), "-a", str(int(100 * u.gain)), "--stdout", u.text]
-        x, rate = _read_wav_bytes(subprocess.run(cmd, capture_output=True, check=True).stdout)
-        out.append(resample(x, rate, SR))
+def espeak_data_dir() -> Path:
+    """espeak-ng's data folder (``espeak-ng-data``), as the program reports it."""
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Data at:\s*(.+)", out)
+    if not m:
+        raise ConfigError(f"espeak-ng --version did not say where its data is ({out.strip()!r}); reinstall espeak-ng")
+    return Path(m.group(1).strip())
+
+
+def synth_espeak(voice: str, utts: Sequence[Utterance], variant: str = "") -> list[np.ndarray]:
+    """Synthesise ``utts`` with espeak-ng voice ``voice`` (e.g. ``en-us+f3``).
+
+    With ``variant`` (a variant file's text), ``voice``'s variant name is that file: it is put
+    in a private copy of espeak-ng's data folder (links to the real one) read with ``--path``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path: list[str] = []
+        if variant:
+            data, own = espeak_data_dir(), Path(tmp) / "espeak-ng-data"
+            (own / "voices" / "!v").mkdir(parents=True)
+            for e in data.iterdir():
+                if e.name != "voices":
+                    (own / e.name).symlink_to(e)
+            for e in (data / "voices").iterdir():
+                if e.name != "!v":
+                    (own / "voices" / e.name).symlink_to(e)
+            (own / "voices" / "!v" / voice.split("+")[-1]).write_text(variant)
+            path = [f"--path={tmp}"]
+        out = []
+        for u in utts:
+            cmd = ["espeak-ng", *path, "-v", voice, "-s", str(int(165 * u.speed)), "-p", str(int(20 + 60 * u.pitch)), "-a", str(int(100 * u.gain)),
+                   "--stdout", u.text]
+            x, rate = _read_wav_bytes(subprocess.run(cmd, capture_output=True, check=True).stdout)
+            out.append(resample(x, rate, SR))
     return out
 
 
@@ -247,6 +275,51 @@ def espeak_voices(seed: int, max_variants: int | None = None) -> list[Voice]:
     return [Voice("espeak-ng", f"{a}+{v}", split_of[v]) for v in variants for a in accents]
 
 
+def variant_settings(text: str) -> dict[str, list[str]]:
+    """A variant file's setting lines grouped by keyword (``formant`` lines together); comments dropped."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.split("//")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        key = line.split()[0]
+        if key not in ("language", "name", "gender"):
+            out.setdefault(key, []).append(line)
+    return out
+
+
+def mixed_variants(voices: Sequence[Voice], n: int, seed: int) -> list[Voice]:
+    """``n`` new training voices: variant files recombined from the training voices' variants.
+
+    Each setting (formants, pitch, echo, roughness, voicing, tone, klatt...) of a new variant
+    comes from a different random training variant (or is left at espeak-ng's default when
+    that variant does not set it), and its formant frequencies are scaled by one factor of
+    0.9-1.1: vocal tracts, pitch ranges and effects in combinations no stock variant has, so
+    the model meets many more voices. Only training variants are read, so the validation and
+    test variants stay unseen; each new voice gets a random accent of ``voices``.
+    """
+    if n <= 0:
+        return []
+    vdir = espeak_data_dir() / "voices" / "!v"
+    train = sorted({v.name.split("+")[1] for v in voices if v.split == "train"})
+    accents = sorted({v.name.split("+")[0] for v in voices})
+    donors = [variant_settings((vdir / name).read_text(errors="replace")) for name in train if (vdir / name).is_file()]
+    keys = sorted({k for d in donors for k in d} | {"formant"})
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, 3, i])
+        lines = ["language variant", f"name mix{i:03d}"]
+        for k in keys:
+            got = donors[int(rng.integers(len(donors)))].get(k, [])
+            if k == "formant":  # espeak-ng's default formants are "formant N 100 100 100" (percentages)
+                scale = rng.uniform(0.9, 1.1)
+                got = [" ".join([*f[:2], str(int(round(int(f[2]) * scale))), *f[3:]]) if len(f) > 2 and f[2].isdigit() else " ".join(f)
+                       for f in (g.split() for g in got or [f"formant {j} 100 100 100" for j in range(9)])]
+            lines += got
+        out.append(Voice("espeak-ng", f"{accents[int(rng.integers(len(accents)))]}+mix{i:03d}", "train", "\n".join(lines) + "\n"))
+    return out
+
+
 def plan_voice(voice: Voice, word: str, conf: Sequence[str], sents: Sequence[str], n_pos: int, n_neg: int, seed: int) -> list[Utterance]:
     """What ``voice`` says: ``n_pos`` positives and ``n_neg`` negatives with random prosody.
 
@@ -288,8 +361,10 @@ def cached_clips(path: Path, make: Callable[[], list[np.ndarray]]) -> list[np.nd
 
 
 def _synth_cached(voice: Voice, utts: list[Utterance], cache: Path) -> list[np.ndarray]:
-    key = hashlib.sha256(repr((voice.engine, voice.name, utts)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(repr((voice.engine, voice.name, utts) + ((voice.variant,) if voice.variant else ())).encode()).hexdigest()[:16]
     path = cache / f"{voice.engine}_{re.sub(r'[^A-Za-z0-9+_-]', '_', voice.name)}_{key}.npz"
+    if voice.variant:
+        return cached_clips(path, lambda: [trim(x) for x in synth_espeak(voice.name, utts, voice.variant)])
     return cached_clips(path, lambda: [trim(x) for x in ENGINES[voice.engine](voice.name, utts)])
 
 
@@ -307,6 +382,7 @@ class CorpusConfig:
     flite_pos: int = 25  # per flite voice (held-out engine, test only)
     flite_neg: int = 40
     max_variants: int | None = None
+    mixed_variants: int = 0  # extra training voices with generated variants (see mixed_variants)
     workers: int = 2
 
 
@@ -316,8 +392,10 @@ def plan(cfg: CorpusConfig) -> list[tuple[Voice, list[Utterance]]]:
     if "espeak-ng" in missing:
         raise ConfigError("trigger-word training needs espeak-ng; install it: sudo apt-get install espeak-ng (or run scripts/system-deps.sh)")
     conf, sents = negative_texts(cfg.word)
+    espeak = espeak_voices(cfg.seed, cfg.max_variants)
+    espeak += mixed_variants(espeak, cfg.mixed_variants, cfg.seed)
     jobs = [(v, plan_voice(v, cfg.word, conf, sents, cfg.espeak_train_pos if v.split == "train" else cfg.espeak_pos, cfg.espeak_neg, cfg.seed))
-            for v in espeak_voices(cfg.seed, cfg.max_variants)]
+            for v in espeak]
     if "festival" not in missing:
         jobs += [(v, plan_voice(v, cfg.word, conf, sents, cfg.festival_pos, cfg.festival_neg, cfg.seed))
                  for v in (Voice("festival", n, s) for n, s in FESTIVAL_SPLIT.items())]
