@@ -186,13 +186,24 @@ def test_evaluate_rates_delay_and_sweep(tmp_path, models):
     assert -0.3 <= res["delay_ms_median"] / 1000 <= 0.2
     assert [r["threshold"] for r in res["sweep"]] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert len(res["det"]) == 118 and res["det"][-1][0] == 0.9999 and res["det"][-1][1] >= res["det"][0][1]  # misses grow with the threshold
-    # the DET curves of other smoothings come from the same scores and equal evaluating with that smoothing in the card
-    curves = evaluate(models["score"], pos, neg, progress=False, smoothings=(1, 3))["det_by_smoothing"]
-    assert curves[1] == res["det"]
+    # other operating points come from the same scores and equal evaluating with them in the card
+    from apps.trigger_word.eval import report, score
     from apps.trigger_word.train import set_operating_point
 
-    set_operating_point(models["score"], 0.5, 3, tmp_path / "smooth3.tflite")
-    assert curves[3] == evaluate(tmp_path / "smooth3.tflite", pos, neg, progress=False)["det"] != curves[1]
+    scores = score(models["score"], pos, neg, progress=False)
+    assert report(scores)["det"] == res["det"] and report(scores)["frr"] == res["frr"]
+    set_operating_point(models["score"], 0.7, 3, tmp_path / "smooth3.tflite")
+    other = {k: v for k, v in evaluate(tmp_path / "smooth3.tflite", pos, neg, progress=False).items() if k not in ("model", "speed_x_realtime")}
+    assert other == {k: v for k, v in report(scores, 0.7, 3).items() if k not in ("model", "speed_x_realtime")}
+    assert other["det"] != res["det"] and other["smoothing"] == 3
+    # the recipe's operating point: chosen on one scoring, its rates equal evaluating the model set to it
+    from apps.trigger_word.train import choose_operating_point
+
+    thr, k, rates = choose_operating_point(models["score"], (pos, neg))
+    set_operating_point(models["score"], thr, k, tmp_path / "chosen.tflite")
+    again = evaluate(tmp_path / "chosen.tflite", pos, neg, progress=False)
+    assert k in (1, 2, 3) and rates["threshold"] == again["threshold"] == round(thr, 4)
+    assert (rates["frr"], rates["false_accepts"]) == (again["frr"], again["false_accepts"]) and rates["frr"] <= res["frr"]
     arrays = evaluate(models["score"], [tone_stream([(0.4, 0.3)], 1.2, seed=0)], [np.zeros(SR * 5, np.float32)], progress=False)
     assert arrays["frr"] == 0.0 and arrays["false_accepts"] == 0
     known = evaluate(

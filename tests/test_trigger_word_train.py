@@ -292,3 +292,13 @@ def test_echo_repeats_the_word_every_delay_each_quieter() -> None:
     g = float(y[d])
     assert 0.3 <= g <= 0.7 and peaks.shape[0] >= 4
     np.testing.assert_allclose(y[peaks], g ** np.arange(peaks.shape[0]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("option", [["--heads", "0"], ["--mixed-voices", "-1"]])
+def test_train_rejects_bad_counts_before_any_work(tmp_path, capsys, option) -> None:
+    from sdk.cli import main
+
+    assert main(["train", "trigger-word", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), *option]) == 2
+    err = capsys.readouterr().err
+    assert option[0] in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()

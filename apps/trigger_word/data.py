@@ -292,10 +292,10 @@ def mixed_variants(voices: Sequence[Voice], n: int, seed: int) -> list[Voice]:
     """``n`` new training voices: variant files recombined from the training voices' variants.
 
     Each setting (formants, pitch, echo, roughness, voicing, tone, klatt...) of a new variant
-    comes from a different random training variant (or is left at espeak-ng's default when
-    that variant does not set it), and its formant frequencies are scaled by one factor of
-    0.9-1.1: vocal tracts, pitch ranges and effects in combinations no stock variant has, so
-    the model meets many more voices. Only training variants are read, so the validation and
+    is drawn on its own from a random training variant (left at espeak-ng's default when that
+    variant does not set it), and its formant frequencies are scaled by one factor of 0.9-1.1:
+    vocal tracts, pitch ranges and effects in combinations no stock variant has, so the model
+    meets many more voices. Only training variants are read, so the validation and
     test variants stay unseen; each new voice gets a random accent of ``voices``.
     """
     if n <= 0:

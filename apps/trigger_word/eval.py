@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,64 @@ def _rates(pos: list[dict], neg: tuple[np.ndarray, np.ndarray], hours: float, re
     }
 
 
+@dataclass
+class Scores:
+    """One model's raw scores over an evaluation set: operating points are applied afterwards (:func:`report`)."""
+
+    model: str
+    word: str
+    threshold: float  # the card's operating point
+    smoothing: int
+    refractory_s: float
+    max_delay_s: float
+    pos: list[dict]  # per positive: name, times, raw scores, word start and end
+    neg: tuple[np.ndarray, np.ndarray]  # times and raw scores over all negatives as one stream
+    hours: float  # of negatives
+    seconds: float  # of audio streamed in all
+    wall: float  # seconds it took
+
+
+def score(
+    model: Runner | str | Path,
+    positives: str | Path | Sequence[Audio],
+    negatives: str | Path | Sequence[Audio],
+    threshold: float | None = None,
+    max_delay_s: float = 1.0,
+    runner_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Scores:
+    """Stream every positive clip and the negatives through the model once (arguments as :func:`evaluate`)."""
+    det = TriggerWordDetector(model, threshold=threshold, runner_kwargs=runner_kwargs)
+    pos_items, neg_items = _items(positives, "positives"), _items(negatives, "negatives")
+    t0 = time.perf_counter()
+    pos, pos_s = _score_positives(det, pos_items, max_delay_s, progress)
+    neg, neg_s = _score_negatives(det, neg_items, progress)
+    logic = det.logic
+    return Scores(det.runner.name, det.word, logic.threshold, logic.smoothing, logic.refractory_s, max_delay_s, pos, neg, neg_s / 3600.0,
+                  pos_s + neg_s, time.perf_counter() - t0)
+
+
+def report(s: Scores, threshold: float | None = None, smoothing: int | None = None, thresholds: Sequence[float] = SWEEP) -> dict[str, Any]:
+    """The rates of ``s`` at an operating point (default: the card's), the sweep and the DET curve (see :func:`evaluate`)."""
+    thr = s.threshold if threshold is None else threshold
+    k = s.smoothing if smoothing is None else smoothing
+    pos = [dict(p, smooth=smoothed(p["raw"], k)) for p in s.pos]
+    neg = (s.neg[0], smoothed(s.neg[1], k))
+    rates = lambda t: _rates(pos, neg, s.hours, s.refractory_s, t, s.max_delay_s)  # noqa: E731
+    return {
+        "model": s.model,
+        "word": s.word,
+        "positives": len(pos),
+        "negatives_hours": round(s.hours, 4),
+        **rates(thr),
+        "smoothing": k,
+        "speed_x_realtime": round(s.seconds / s.wall, 1) if s.wall > 0 else None,
+        "missed": [p["name"] for p in pos if _delay(p, thr, s.refractory_s, s.max_delay_s) is None],
+        "sweep": [rates(t) for t in thresholds],
+        "det": [[r["threshold"], r["frr"], r["fa_per_hour"]] for r in map(rates, DET_THRESHOLDS)],
+    }
+
+
 def evaluate(
     model: Runner | str | Path,
     positives: str | Path | Sequence[Audio],
@@ -115,7 +174,6 @@ def evaluate(
     thresholds: Sequence[float] = SWEEP,
     runner_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
-    smoothings: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Evaluate a trigger-word model (see the module docstring for the protocol).
 
@@ -129,44 +187,13 @@ def evaluate(
         thresholds: Thresholds of the sweep table.
         runner_kwargs: For :class:`Runner` when ``model`` is a path.
         progress: Show progress on stderr.
-        smoothings: Also give the DET curve for each of these smoothings (from the same scores).
 
     Returns:
         ``model, word, threshold, positives, negatives_hours, frr, fa_per_hour, false_accepts,
-        delay_ms_median, delay_ms_p90, speed_x_realtime, sweep`` (rows for ``thresholds``) and
-        ``det`` (``[threshold, frr, fa_per_hour]`` over :data:`DET_THRESHOLDS`); with
-        ``smoothings``, ``det_by_smoothing`` maps each to its curve.
+        delay_ms_median, delay_ms_p90, smoothing, speed_x_realtime, sweep`` (rows for
+        ``thresholds``) and ``det`` (``[threshold, frr, fa_per_hour]`` over :data:`DET_THRESHOLDS`).
     """
-    det = TriggerWordDetector(model, threshold=threshold, runner_kwargs=runner_kwargs)
-    logic = det.logic
-    pos_items, neg_items = _items(positives, "positives"), _items(negatives, "negatives")
-    t0 = time.perf_counter()
-    pos, pos_s = _score_positives(det, pos_items, max_delay_s, progress)
-    neg, neg_s = _score_negatives(det, neg_items, progress)
-    wall = time.perf_counter() - t0
-    hours = neg_s / 3600.0
-
-    def curve(k: int) -> tuple[list[dict], tuple[np.ndarray, np.ndarray], list[list]]:
-        p = [dict(x, smooth=smoothed(x["raw"], k)) for x in pos]
-        n = (neg[0], smoothed(neg[1], k))
-        return p, n, [[r["threshold"], r["frr"], r["fa_per_hour"]] for r in (_rates(p, n, hours, logic.refractory_s, t, max_delay_s) for t in DET_THRESHOLDS)]
-
-    pos, neg, det_curve = curve(logic.smoothing)
-    rates = lambda thr: _rates(pos, neg, hours, logic.refractory_s, thr, max_delay_s)  # noqa: E731
-    main = rates(logic.threshold)
-    extra = {"det_by_smoothing": {k: curve(k)[2] for k in smoothings}} if smoothings else {}
-    return {
-        "model": det.runner.name,
-        "word": det.word,
-        "positives": len(pos),
-        "negatives_hours": round(hours, 4),
-        **main,
-        "speed_x_realtime": round((pos_s + neg_s) / wall, 1) if wall > 0 else None,
-        "missed": [p["name"] for p in pos if _delay(p, logic.threshold, logic.refractory_s, max_delay_s) is None],
-        "sweep": [rates(t) for t in thresholds],
-        "det": det_curve,
-        **extra,
-    }
+    return report(score(model, positives, negatives, threshold, max_delay_s, runner_kwargs, progress), thresholds=thresholds)
 
 
 def _score_positives(det: TriggerWordDetector, items: Sequence[Audio], max_delay_s: float, progress: bool) -> tuple[list[dict], float]:

@@ -48,7 +48,7 @@ class TrainConfig:
     seed: int = 0
     minutes: float = 60.0  # minutes of negative training streams
     train_positives: int = 4  # positives per espeak-ng training voice, each with its own rate, pitch and gain
-    mixed_voices: int = 0  # extra espeak-ng training voices with variants recombined from the training variants
+    mixed_voices: int = 300  # extra espeak-ng training voices with variants recombined from the training variants
     copies: int = 2  # augmented copies of every training positive
     neg_copies: int = 2  # placements of every negative word (confusables are the hard part)
     hard_negatives: bool = True  # half of each epoch's negatives: those the model scores highest
@@ -220,10 +220,14 @@ def _eval(model_path: Path, sets: dict[str, tuple[list, list]], threshold: float
         if not pos or not neg:
             continue
         r = evaluate(model_path, pos, neg, threshold=threshold, progress=False)
-        out[name] = {k: r[k] for k in ("threshold", "positives", "negatives_hours", "frr", "fa_per_hour", "false_accepts", "delay_ms_median", "delay_ms_p90", "speed_x_realtime")}
-        out[name]["det"] = r["det"]
+        out[name] = _summary(r) | {"det": r["det"]}
         _log(f"  {model_path.name} on {name}: FRR {r['frr']}, FA/h {r['fa_per_hour']}, delay {r['delay_ms_median']} ms")
     return out
+
+
+def _summary(r: dict[str, Any]) -> dict[str, Any]:
+    """The report's fields of one evaluation (:func:`apps.trigger_word.eval.evaluate`)."""
+    return {k: r[k] for k in ("threshold", "positives", "negatives_hours", "frr", "fa_per_hour", "false_accepts", "delay_ms_median", "delay_ms_p90", "speed_x_realtime")}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -372,17 +376,19 @@ def set_operating_point(path: Path, threshold: float, smoothing: int, out: Path 
     write_card(path, c.replace(output={**c.output, "threshold": threshold, "smoothing": smoothing}), out)
 
 
-def choose_operating_point(int8: Path, val_set: tuple[list, list]) -> tuple[float, int]:
-    """(threshold, smoothing) on validation: lowest FRR at <= FA_TARGET FA/h, else fewest FA/h then lowest FRR.
+def choose_operating_point(int8: Path, val_set: tuple[list, list]) -> tuple[float, int, dict[str, Any]]:
+    """(threshold, smoothing, the validation rates there): lowest FRR at <= FA_TARGET FA/h, else fewest FA/h then lowest FRR.
 
-    Smoothing (mean of the last k scores) is tried for k = 1..3: requiring a high score on
-    consecutive hops removes isolated spikes while a real word keeps scoring for several hops.
+    Smoothing (mean of the last k scores) is tried for k = 1..3, on one scoring of the set:
+    requiring a high score on consecutive hops removes isolated spikes while a real word keeps
+    scoring for several hops.
     """
-    from apps.trigger_word.eval import evaluate
+    from apps.trigger_word.eval import report, score
 
+    scores = score(int8, val_set[0], val_set[1], progress=False)
     best: tuple | None = None
-    curves = evaluate(int8, val_set[0], val_set[1], progress=False, smoothings=(1, 2, 3))["det_by_smoothing"]
-    for k, det in curves.items():
+    for k in (1, 2, 3):
+        det = report(scores, smoothing=k)["det"]
         thr = pick_threshold(det)
         _, frr, fa = min(det, key=lambda r: abs(r[0] - thr))
         if frr > MAX_FRR:
@@ -392,7 +398,8 @@ def choose_operating_point(int8: Path, val_set: tuple[list, list]) -> tuple[floa
         _log(f"smoothing {k}: threshold {thr}, validation FRR {frr}, FA/h {fa}")
         if best is None or key < best[0]:
             best = (key, thr, k)
-    return best[1], best[2]
+    _, thr, k = best
+    return thr, k, _summary(report(scores, thr, k))
 
 
 def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], out_dir: Path, stem: str) -> dict[str, Any]:
@@ -409,13 +416,15 @@ def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], o
     val = corpus.select("val")
     val_sets = {"general_speech": S.eval_set(S.general_speech(val, word), cfg.seed + 8, 4 * cfg.val_minutes),
                 "stress": S.eval_set(val, cfg.seed + 2, cfg.val_minutes)}  # fmt: skip
-    threshold, smoothing = choose_operating_point(paths["int8"], val_sets["general_speech"])
+    threshold, smoothing, val_general = choose_operating_point(paths["int8"], val_sets["general_speech"])
     for p in paths.values():
         set_operating_point(p, threshold, smoothing)
     _log(f"threshold {threshold}, smoothing {smoothing}")
     test_sets = S.test_sets(corpus, word, cfg.seed, cfg.test_minutes)
     metrics = {m: _eval(paths[m], test_sets, threshold) for m in ("fp32", "int8")}
-    val_thr = {name: {k: v for k, v in r.items() if k != "det"} for name, r in _eval(paths["int8"], val_sets, threshold).items()}
+    stress = _eval(paths["int8"], {"stress": val_sets["stress"]}, threshold)["stress"]
+    stress.pop("det")
+    val_thr = {"general_speech": val_general, "stress": stress}
     for m in metrics.values():
         for r in m.values():
             r.pop("det")
