@@ -133,7 +133,18 @@ def score(
     runner_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Scores:
-    """Stream every positive clip and the negatives through the model once (arguments as :func:`evaluate`)."""
+    """Stream every positive clip and the negatives through the model once (see the module docstring).
+
+    Args:
+        model: A :class:`Runner` or a ``.tflite`` path with a trigger-word card.
+        positives: Folder of ``.wav`` clips, or a list of paths / float arrays at the model rate,
+            or of ``(path_or_array, (word_start_s, word_end_s))`` when the word's position is known.
+        negatives: Same, without the word; concatenated into one stream.
+        threshold: Operating threshold (default: the card's).
+        max_delay_s: Latest accepted detection after the word end.
+        runner_kwargs: For :class:`Runner` when ``model`` is a path.
+        progress: Show progress on stderr.
+    """
     det = TriggerWordDetector(model, threshold=threshold, runner_kwargs=runner_kwargs)
     pos_items, neg_items = _items(positives, "positives"), _items(negatives, "negatives")
     t0 = time.perf_counter()
@@ -165,35 +176,15 @@ def report(s: Scores, threshold: float | None = None, smoothing: int | None = No
     }
 
 
-def evaluate(
-    model: Runner | str | Path,
-    positives: str | Path | Sequence[Audio],
-    negatives: str | Path | Sequence[Audio],
-    threshold: float | None = None,
-    max_delay_s: float = 1.0,
-    thresholds: Sequence[float] = SWEEP,
-    runner_kwargs: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Evaluate a trigger-word model (see the module docstring for the protocol).
-
-    Args:
-        model: A :class:`Runner` or a ``.tflite`` path with a trigger-word card.
-        positives: Folder of ``.wav`` clips, or a list of paths / float arrays at the model rate,
-            or of ``(path_or_array, (word_start_s, word_end_s))`` when the word's position is known.
-        negatives: Same, without the word; concatenated into one stream.
-        threshold: Operating threshold (default: the card's).
-        max_delay_s: Latest accepted detection after the word end.
-        thresholds: Thresholds of the sweep table.
-        runner_kwargs: For :class:`Runner` when ``model`` is a path.
-        progress: Show progress on stderr.
+def evaluate(model: Runner | str | Path, positives: Any, negatives: Any, thresholds: Sequence[float] = SWEEP, **kwargs: Any) -> dict[str, Any]:
+    """Evaluate a trigger-word model: :func:`score` (same arguments) then :func:`report` at the card's (or ``threshold``'s) point.
 
     Returns:
         ``model, word, threshold, positives, negatives_hours, frr, fa_per_hour, false_accepts,
-        delay_ms_median, delay_ms_p90, smoothing, speed_x_realtime, sweep`` (rows for
+        delay_ms_median, delay_ms_p90, smoothing, speed_x_realtime, missed, sweep`` (rows for
         ``thresholds``) and ``det`` (``[threshold, frr, fa_per_hour]`` over :data:`DET_THRESHOLDS`).
     """
-    return report(score(model, positives, negatives, threshold, max_delay_s, runner_kwargs, progress), thresholds=thresholds)
+    return report(score(model, positives, negatives, **kwargs), thresholds=thresholds)
 
 
 def _score_positives(det: TriggerWordDetector, items: Sequence[Audio], max_delay_s: float, progress: bool) -> tuple[list[dict], float]:
