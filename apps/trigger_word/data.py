@@ -18,6 +18,7 @@ work directory (keyed by a hash of what was asked), so a second run is fast.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import shutil
@@ -180,8 +181,9 @@ def trim(x: np.ndarray, rel_db: float = -35.0, pad_s: float = 0.02) -> np.ndarra
     return x[max(0, on[0] * 160 - pad) : min(x.shape[0], (on[-1] + 1) * 160 + pad)]
 
 
+@functools.cache
 def espeak_data_dir() -> Path:
-    """espeak-ng's data folder (``espeak-ng-data``), as the program reports it."""
+    """espeak-ng's data folder (``espeak-ng-data``), as the program reports it (asked once per process)."""
     out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
     m = re.search(r"Data at:\s*(.+)", out)
     if not m:
@@ -363,9 +365,8 @@ def cached_clips(path: Path, make: Callable[[], list[np.ndarray]]) -> list[np.nd
 def _synth_cached(voice: Voice, utts: list[Utterance], cache: Path) -> list[np.ndarray]:
     key = hashlib.sha256(repr((voice.engine, voice.name, utts) + ((voice.variant,) if voice.variant else ())).encode()).hexdigest()[:16]
     path = cache / f"{voice.engine}_{re.sub(r'[^A-Za-z0-9+_-]', '_', voice.name)}_{key}.npz"
-    if voice.variant:
-        return cached_clips(path, lambda: [trim(x) for x in synth_espeak(voice.name, utts, voice.variant)])
-    return cached_clips(path, lambda: [trim(x) for x in ENGINES[voice.engine](voice.name, utts)])
+    synth = functools.partial(synth_espeak, variant=voice.variant) if voice.variant else ENGINES[voice.engine]
+    return cached_clips(path, lambda: [trim(x) for x in synth(voice.name, utts)])
 
 
 @dataclass(frozen=True)
