@@ -200,6 +200,29 @@ def test_recipe_fit_trains_both_architectures_on_windows() -> None:
     assert per_branch.shape == (16, 3) and np.ptp(per_branch, axis=1).max() > 1e-3  # the branches differ
     np.testing.assert_allclose(np.asarray(logit_model(m)(x))[:, 0], per_branch.mean(axis=1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(m(x))[:, 0], 1 / (1 + np.exp(-per_branch.mean(axis=1))), rtol=1e-5, atol=1e-6)
+    # separately trained members averaged into one model: its logit is their mean, and it converts to int8
+    from apps.trigger_word.model import average_members
+
+    other = T.fit(T.TrainConfig(arch="embedding", heads=2, seed=1, epochs=1, batch=8), w, w, 118, 40)
+    ens = average_members([m, other])
+    assert average_members([m]) is m and ens.count_params() == m.count_params() + other.count_params()
+    want = (np.asarray(logit_model(m)(x)) + np.asarray(logit_model(other)(x))) / 2
+    np.testing.assert_allclose(np.asarray(logit_model(ens)(x)), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ens(x)), 1 / (1 + np.exp(-want)), rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_members_differ_only_by_their_babble_weight(tmp_path) -> None:
+    from dataclasses import replace
+
+    from apps.trigger_word.train import TrainConfig, _windows_path, member_configs
+
+    cfg = TrainConfig(babble_weights=(1, 3))
+    a, b = member_configs(cfg)
+    assert (a.babble_weights, b.babble_weights) == ((1,), (3,))
+    assert replace(a, babble_weights=cfg.babble_weights) == cfg == replace(b, babble_weights=cfg.babble_weights)
+    assert _windows_path(tmp_path, a, "train") != _windows_path(tmp_path, b, "train")  # each mixes (and caches) its own streams
+    one = TrainConfig(babble_weights=(3,))
+    assert member_configs(one) == [one]
 
 
 def test_windows_are_cached_by_data_options(tmp_path, rng):
@@ -281,6 +304,17 @@ def test_background_folder_is_checked(tmp_path, rng) -> None:
         A.load_backgrounds(bg)
 
 
+def test_babble_weight_draws_babble_that_much_more_often() -> None:
+    talk = [np.ones(800, np.float32)]  # babble of non-negative "speech" never goes below 0; every other background does
+
+    def babble_share(weight: int) -> float:
+        rng = np.random.default_rng(0)
+        return float(np.mean([A.background(rng, 1600, talk, babble_weight=weight).min() >= 0 for _ in range(700)]))
+
+    assert 0.08 < babble_share(1) < 0.22  # 1 of the 7 kinds
+    assert 0.3 < babble_share(4) < 0.5  # 4 of 10
+
+
 def test_echo_repeats_the_word_every_delay_each_quieter() -> None:
     x = np.zeros(4000, np.float32)
     x[0] = 1.0  # a click: its echo is the impulse response
@@ -294,7 +328,7 @@ def test_echo_repeats_the_word_every_delay_each_quieter() -> None:
     np.testing.assert_allclose(y[peaks], g ** np.arange(peaks.shape[0]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("option", [["--heads", "0"], ["--mixed-voices", "-1"]])
+@pytest.mark.parametrize("option", [["--heads", "0"], ["--mixed-voices", "-1"], ["--babble-weights", "1,0"], ["--babble-weights", "1,x"], ["--babble-weights", "2,2"]])
 def test_train_rejects_bad_counts_before_any_work(tmp_path, capsys, option) -> None:
     from sdk.cli import main
 

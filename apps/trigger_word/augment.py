@@ -100,9 +100,9 @@ def load_backgrounds(folder: str | Path | None) -> list[np.ndarray]:
     return out
 
 
-def background(rng: np.random.Generator, n: int, speech: Sequence[np.ndarray], user: Sequence[np.ndarray] = ()) -> np.ndarray:
-    """``n`` samples of a random background kind, unit RMS."""
-    kinds = BACKGROUNDS + (("user",) * 3 if user else ())
+def background(rng: np.random.Generator, n: int, speech: Sequence[np.ndarray], user: Sequence[np.ndarray] = (), babble_weight: int = 1) -> np.ndarray:
+    """``n`` samples of a random background kind, unit RMS; babble is drawn ``babble_weight`` times as often as each other kind."""
+    kinds = BACKGROUNDS + ("babble",) * (babble_weight - 1) + (("user",) * 3 if user else ())
     kind = str(rng.choice(kinds))
     if kind in ("white", "pink", "brown"):
         x = colored_noise(rng, n, {"white": 0.0, "pink": 1.0, "brown": 2.0}[kind])

@@ -52,19 +52,20 @@ def partial(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 def word_stream(
     rng: np.random.Generator, word: np.ndarray, window_s: float, babble: Sequence[np.ndarray], user: Sequence[np.ndarray], positive: bool = True,
-    context: Sequence[np.ndarray] = (),
+    context: Sequence[np.ndarray] = (), babble_weight: int = 1,
 ) -> tuple[np.ndarray, list[A.Event]]:
     """One augmented word in a background of ``window_s + 0.8`` s, ending 0.3-0.8 s before the end.
 
     Used for positives and, identically placed, for confusable negatives: the model sees both
     at the same position and must tell them apart by the word itself. With ``context``
     (negative speech), half of the streams get speech just before and half just after the word.
+    ``babble_weight``: see :func:`apps.trigger_word.augment.background`.
     """
     n = int((window_s + 0.8) * SR)
     w = A.augment(rng, word)[: int(window_s * SR) - SR // 10]
     end = n - int(rng.uniform(0.3, 0.8) * SR)
     start = max(0, end - w.shape[0])
-    bg = A.background(rng, n, babble, user)
+    bg = A.background(rng, n, babble, user, babble_weight)
     level = 10 ** (rng.uniform(-30, -12) / 20)
     out = bg * (level / 10 ** (rng.uniform(0, 30) / 20) / A._rms(bg))
     out[start : start + w.shape[0]] += w * (level / A._rms(w))
@@ -88,7 +89,7 @@ def word_stream(
 
 def negative_stream(
     rng: np.random.Generator, seconds: float, negs: Sequence[np.ndarray], real: Sequence[np.ndarray], pos: Sequence[np.ndarray],
-    babble: Sequence[np.ndarray], user: Sequence[np.ndarray],
+    babble: Sequence[np.ndarray], user: Sequence[np.ndarray], babble_weight: int = 1,
 ) -> tuple[np.ndarray, list[A.Event]]:
     """``seconds`` of background with 1-5 negative words (synthetic, real, cut-off positives)."""
     words = []
@@ -101,7 +102,7 @@ def negative_stream(
             words.append((partial(rng, A.augment(rng, pos[int(rng.integers(len(pos)))])), False))
         else:
             words.append((A.augment(rng, negs[int(rng.integers(len(negs)))]), False))
-    return A.mix(rng, A.background(rng, int(seconds * SR), babble, user), words)
+    return A.mix(rng, A.background(rng, int(seconds * SR), babble, user, babble_weight), words)
 
 
 def split_pools(clips: Sequence[Clip]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
@@ -124,7 +125,7 @@ def babble_pool(clips: Sequence[Clip]) -> list[np.ndarray]:
 def make_windows(
     clips: Sequence[Clip], seed: int, window_s: float, neg_minutes: float, lm: LogMel, copies: int = 1,
     user: Sequence[np.ndarray] = (), course_steps: int | None = None, progress=None, natural_boost: int = 1, hop_s: float = 0.1,
-    neg_copies: int = 1, delay_s: float = 0.0,
+    neg_copies: int = 1, delay_s: float = 0.0, babble_weight: int = 1,
 ) -> Windows:
     """Streams from ``clips`` (one split), their features and labelled windows.
 
@@ -135,7 +136,8 @@ def make_windows(
     Positives of engines other than espeak-ng appear ``natural_boost`` times per copy; every
     negative word is placed like a positive ``neg_copies`` times (differently augmented).
     Windows are positive from ``delay_s`` after a positive word ends (see
-    :func:`apps.trigger_word.augment.window_labels`).
+    :func:`apps.trigger_word.augment.window_labels`). Babble backgrounds are drawn
+    ``babble_weight`` times as often as each other kind (overlapping talkers are the hardest).
     """
     rng = np.random.default_rng(seed)
     step = max(1, int(round(hop_s * SR / lm.params.hop_length)))
@@ -146,15 +148,15 @@ def make_windows(
     streams: list[tuple[np.ndarray, list[A.Event], int]] = []
     for _ in range(copies):
         for i in rng.permutation(len(boosted)):
-            streams.append((*word_stream(rng, boosted[i], window_s, babble, user, context=babble), step))
+            streams.append((*word_stream(rng, boosted[i], window_s, babble, user, context=babble, babble_weight=babble_weight), step))
         if progress:
             progress(f"positive streams: {len(streams)}")
     # every negative word (synthetic confusables, sentences, real prompts) neg_copies times, placed like a positive
     for _ in range(neg_copies):
         for x in negs + real:
-            streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble), step))
+            streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble, babble_weight=babble_weight), step))
     for _ in range(int(neg_minutes * 60 / 8)):
-        streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user), step))
+        streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user, babble_weight), step))
     if progress:
         progress(f"streams: {len(streams)} ({sum(s[0].shape[0] for s in streams) / SR / 60:.1f} min); computing features")
     return windows_from_streams(streams, window_s, lm, course_steps, delay_s)

@@ -5,7 +5,8 @@ All convert to full int8 with :func:`converters.convert.convert`:
 * :func:`build_head` (default, ``--arch embedding``): small 1-D CNNs (three branches whose
   logits are averaged) over the last 16 embeddings (~2 s) of the frozen pretrained speech front end
   (:mod:`sdk.speech_embedding`); the device runs the front end once per 80 ms hop and the
-  head on the newest 16 embeddings. The front end was trained on real speech, so the head
+  head on the newest 16 embeddings. The recipe averages separately trained heads
+  (:func:`average_members`). The front end was trained on real speech, so the head
   learns the word from synthetic voices and still hears people.
 * :func:`build_dscnn`: a small depthwise-separable 1-D CNN over log-mel frames
   ``[batch, frames, n_mels]`` of one window (~1.2 s), one sigmoid score per window; the
@@ -144,6 +145,17 @@ def branch_logits(model: Any) -> Any | None:
         return None
     outs = [layer.output for layer in model.layers if layer.name.startswith("logit_")] or [model.get_layer("logit").output]
     return keras.Model(model.input, keras.layers.Concatenate(name="branches")(outs) if len(outs) > 1 else outs[0], name=f"{model.name}_branches")
+
+
+def average_members(models: list[Any]) -> Any:
+    """One model whose logit is the mean of ``models``' logits (an ensemble of separately trained heads); one model is returned as is."""
+    if len(models) == 1:
+        return models[0]
+    keras = _keras()
+    inp = keras.Input(models[0].input.shape[1:], name=models[0].input.name)
+    logits = [keras.Model(m.input, m.get_layer("logit").output, name=f"member{i}")(inp) for i, m in enumerate(models)]
+    out = keras.layers.Activation("sigmoid", name="score")(keras.layers.Average(name="logit")(logits))
+    return keras.Model(inp, out, name=models[0].name)
 
 
 def logit_model(model: Any) -> Any | None:
