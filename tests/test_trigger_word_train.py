@@ -223,6 +223,8 @@ def test_ensemble_members_differ_only_by_their_babble_weight(tmp_path) -> None:
     assert _windows_path(tmp_path, a, "train") != _windows_path(tmp_path, b, "train")  # each mixes (and caches) its own streams
     one = TrainConfig(babble_weights=(3,))
     assert member_configs(one) == [one]
+    (mel,) = member_configs(TrainConfig(arch="dscnn", babble_weights=(1, 3)))  # no logit layer to average: one model
+    assert mel.babble_weights == (1,) and mel.arch == "dscnn"
 
 
 def test_windows_are_cached_by_data_options(tmp_path, rng):
