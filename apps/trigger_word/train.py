@@ -259,15 +259,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     val_w = _cached_windows(work, cfg, "val", lambda: S.make_windows(
         corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, _log, hop_s=cfg.hop_s, delay_s=cfg.delay_s))
     models, calibration = [], []
-    for m, mcfg in enumerate(member_configs(cfg)):
-        if len(cfg.babble_weights) > 1:
-            _log(f"member {m + 1} of {len(cfg.babble_weights)} (babble weight {mcfg.babble_weights[0]})")
+    members = member_configs(cfg)
+    n_pos, n_neg = -(-100 // len(members)), -(-200 // len(members))  # 300 calibration windows in all, a share from each member's
+    for m, mcfg in enumerate(members):
+        if len(members) > 1:
+            _log(f"member {m + 1} of {len(members)} (babble weight {mcfg.babble_weights[0]})")
         train_w = _cached_windows(work, mcfg, "train", lambda mcfg=mcfg: S.make_windows(
             corpus.select("train"), cfg.seed, cfg.window_s, cfg.minutes, lm, cfg.copies, user, steps, _log, cfg.natural_boost, cfg.hop_s,
             cfg.neg_copies, cfg.delay_s, mcfg.babble_weights[0]))  # fmt: skip
         models.append(fit(mcfg, train_w, val_w, frames, lm.params.n_features))
         rng = np.random.default_rng(cfg.seed)
-        n_pos, n_neg = -(-100 // len(cfg.babble_weights)), -(-200 // len(cfg.babble_weights))
         calibration.append(train_w.batch(np.concatenate([rng.choice(np.flatnonzero(train_w.labels == 1), n_pos),
                                                          rng.choice(np.flatnonzero(train_w.labels == 0), n_neg)]), frames))
         del train_w  # hundreds of MB: one member's windows in memory at a time
