@@ -199,7 +199,7 @@ def test_evaluate_rates_delay_and_sweep(tmp_path, models):
     # the recipe's operating point: chosen on one scoring, its rates equal evaluating the model set to it
     from apps.trigger_word.train import choose_operating_point
 
-    thr, k, rates = choose_operating_point(models["score"], (pos, neg))
+    thr, k, rates = choose_operating_point(scores)
     set_operating_point(models["score"], thr, k, tmp_path / "chosen.tflite")
     again = evaluate(tmp_path / "chosen.tflite", pos, neg, progress=False)
     assert k in (1, 2, 3) and rates["threshold"] == again["threshold"] == round(thr, 4)

@@ -227,6 +227,42 @@ def test_ensemble_members_differ_only_by_their_babble_weight(tmp_path) -> None:
     assert mel.babble_weights == (1,) and mel.arch == "dscnn"
 
 
+def test_members_trained_side_by_side_equal_members_trained_in_turn(tmp_path, rng, capsys) -> None:
+    """Worker processes (``--jobs 2``) give the very same members, bit for bit, and the same calibration windows."""
+    import keras
+
+    from apps.trigger_word.train import TrainConfig, _train_member, _windows_path, member_configs, run_jobs, with_features
+
+    cfg, _ = with_features(TrainConfig(work=str(tmp_path), heads=1, epochs=2, batch=16))
+    n = 1200
+    starts = np.arange(0, n - 16, 2)
+    for mcfg in member_configs(cfg):  # each member's own (cached) windows: no mixing here
+        labels = (rng.random(starts.shape[0]) < 0.3).astype(np.int8)
+        np.savez(_windows_path(tmp_path, mcfg, "train"), feats=rng.standard_normal((n, 96)).astype(np.float32), starts=starts, labels=labels)
+    val = tmp_path / "val.npz"
+    np.savez(val, feats=rng.standard_normal((n, 96)).astype(np.float32), starts=starts, labels=(rng.random(starts.shape[0]) < 0.3).astype(np.int8))
+    args = [(mcfg, m, 2, val) for m, mcfg in enumerate(member_configs(cfg))]
+    runs = []
+    for jobs in (2, 1):
+        out = run_jobs(_train_member, args, jobs)
+        runs.append([([w.copy() for w in keras.models.load_model(path).get_weights()], calib) for path, calib in out])
+    for (w_par, c_par), (w_seq, c_seq) in zip(*runs):
+        assert len(w_par) == len(w_seq) and all(np.array_equal(a, b) for a, b in zip(w_par, w_seq))
+        np.testing.assert_array_equal(c_par, c_seq)
+        assert c_par.shape == (50 + 100, 16, 96)  # half of the 300 calibration windows from each member
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0][0][0], runs[0][1][0]))  # the two members differ
+    err = capsys.readouterr().err
+    assert "member 1/2 (babble weight 1): training" in err and "member 2/2 (babble weight 3): training" in err
+
+
+def test_run_jobs_keeps_order_and_raises_a_workers_error() -> None:
+    from apps.trigger_word.train import run_jobs
+
+    assert run_jobs(divmod, [(7, 2), (9, 4), (1, 1)], 2) == [(3, 1), (2, 1), (1, 0)]
+    with pytest.raises(ZeroDivisionError):
+        run_jobs(divmod, [(1, 0), (2, 1)], 2)
+
+
 def test_windows_are_cached_by_data_options(tmp_path, rng):
     from dataclasses import replace
 
@@ -240,9 +276,10 @@ def test_windows_are_cached_by_data_options(tmp_path, rng):
         return Windows(rng.standard_normal((50, 4)).astype(np.float32), np.arange(10), np.zeros(10, np.float32))
 
     cfg = TrainConfig(arch="dscnn", window_s=1.2, hop_s=0.1)
-    a = _cached_windows(tmp_path, cfg, "train", make)
-    b = _cached_windows(tmp_path, replace(cfg, epochs=3), "train", make)  # a training option: same windows
+    a, path = _cached_windows(tmp_path, cfg, "train", make)
+    b, again = _cached_windows(tmp_path, replace(cfg, epochs=3, jobs=1), "train", make)  # training options: same windows
     np.testing.assert_array_equal(a.feats, b.feats)
+    assert path == again and path.is_file()
     assert len(calls) == 1 and b.seq_labels is None
     _cached_windows(tmp_path, replace(cfg, minutes=5.0), "train", make)  # a data option: new windows
     assert len(calls) == 2 and not list(tmp_path.glob("*.tmp.npz"))
@@ -330,7 +367,7 @@ def test_echo_repeats_the_word_every_delay_each_quieter() -> None:
     np.testing.assert_allclose(y[peaks], g ** np.arange(peaks.shape[0]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("option", [["--heads", "0"], ["--mixed-voices", "-1"], ["--babble-weights", "1,0"], ["--babble-weights", "1,x"], ["--babble-weights", "2,2"]])
+@pytest.mark.parametrize("option", [["--heads", "0"], ["--jobs", "0"], ["--mixed-voices", "-1"], ["--babble-weights", "1,0"], ["--babble-weights", "1,x"], ["--babble-weights", "2,2"]])
 def test_train_rejects_bad_counts_before_any_work(tmp_path, capsys, option) -> None:
     from sdk.cli import main
 

@@ -407,8 +407,8 @@ def plan(cfg: CorpusConfig) -> list[tuple[Voice, list[Utterance]]]:
     return jobs
 
 
-def synthesize(cfg: CorpusConfig, cache_dir: str | Path) -> Corpus:
-    """Synthesise (or load from cache) all planned clips, plus the real Asterisk recordings."""
+def synthesize(cfg: CorpusConfig, cache_dir: str | Path, progress: bool = True) -> Corpus:
+    """Synthesise (or load from cache) all planned clips, plus the real Asterisk recordings (``progress``: on stderr)."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     jobs = plan(cfg)
@@ -418,7 +418,7 @@ def synthesize(cfg: CorpusConfig, cache_dir: str | Path) -> Corpus:
         for (voice, utts), clips in zip(jobs, pool.map(lambda j: _synth_cached(j[0], j[1], cache), jobs)):
             corpus.clips += [Clip(x, u.text, u.positive, voice.key, voice.split) for u, x in zip(utts, clips) if x.shape[0] > 0]
             done += 1
-            if done % 50 == 0 or done == len(jobs):
+            if progress and (done % 50 == 0 or done == len(jobs)):
                 _progress(f"speech: {done}/{len(jobs)} voices, {len(corpus.clips)} clips")
     corpus.clips += asterisk_clips(cfg.word, cfg.seed, cache)
     return corpus

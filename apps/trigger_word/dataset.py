@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,25 +145,36 @@ def make_windows(
     babble = babble_pool(clips)
     # the few natural-sounding (non-espeak) positives are repeated so they weigh like a real share
     boosted = pos + [c.audio for c in clips if c.positive and not c.voice.startswith("espeak-ng:")] * (natural_boost - 1)
-    streams: list[tuple[np.ndarray, list[A.Event], int]] = []
-    for _ in range(copies):
-        for i in rng.permutation(len(boosted)):
-            streams.append((*word_stream(rng, boosted[i], window_s, babble, user, context=babble, babble_weight=babble_weight), step))
+
+    def streams() -> Iterator[tuple[np.ndarray, list[A.Event], int]]:
+        # a generator: each stream's features are computed as it is mixed, so the hours of mixed
+        # audio are never all in memory (the random draws, and so the streams, are the same)
+        n, samples = 0, 0
+        for _ in range(copies):
+            for i in rng.permutation(len(boosted)):
+                s = word_stream(rng, boosted[i], window_s, babble, user, context=babble, babble_weight=babble_weight)
+                n, samples = n + 1, samples + s[0].shape[0]
+                yield (*s, step)
+            if progress:
+                progress(f"positive streams: {n}")
+        # every negative word (synthetic confusables, sentences, real prompts) neg_copies times, placed like a positive
+        for _ in range(neg_copies):
+            for x in negs + real:
+                s = word_stream(rng, x, window_s, babble, user, positive=False, context=babble, babble_weight=babble_weight)
+                n, samples = n + 1, samples + s[0].shape[0]
+                yield (*s, step)
+        for _ in range(int(neg_minutes * 60 / 8)):
+            s = negative_stream(rng, 8.0, negs, real, pos, babble, user, babble_weight)
+            n, samples = n + 1, samples + s[0].shape[0]
+            yield (*s, step)
         if progress:
-            progress(f"positive streams: {len(streams)}")
-    # every negative word (synthetic confusables, sentences, real prompts) neg_copies times, placed like a positive
-    for _ in range(neg_copies):
-        for x in negs + real:
-            streams.append((*word_stream(rng, x, window_s, babble, user, positive=False, context=babble, babble_weight=babble_weight), step))
-    for _ in range(int(neg_minutes * 60 / 8)):
-        streams.append((*negative_stream(rng, 8.0, negs, real, pos, babble, user, babble_weight), step))
-    if progress:
-        progress(f"streams: {len(streams)} ({sum(s[0].shape[0] for s in streams) / SR / 60:.1f} min); computing features")
-    return windows_from_streams(streams, window_s, lm, course_steps, delay_s)
+            progress(f"streams: {n} ({samples / SR / 60:.1f} min), features computed")
+
+    return windows_from_streams(streams(), window_s, lm, course_steps, delay_s)
 
 
 def windows_from_streams(
-    streams: Sequence[tuple[np.ndarray, list[A.Event], int]], window_s: float, lm: LogMel, course_steps: int | None = None, delay_s: float = 0.0
+    streams: Iterable[tuple[np.ndarray, list[A.Event], int]], window_s: float, lm: LogMel, course_steps: int | None = None, delay_s: float = 0.0
 ) -> Windows:
     """Features of each ``(audio, events, step_frames)`` stream and its labelled windows."""
     p = lm.params
