@@ -6,11 +6,13 @@ speech front end :mod:`sdk.speech_embedding`, run from ``models/speech_embedding
 exactly as on the device and embedded into the output model; ``dscnn``/``course``: log-mels
 with :class:`sdk.audio.LogMel`) -> train
 (Adam, early stopping, dropout/batch-norm, balanced class weights), once per ``--babble-weights``
-member, each on its own mix, and average the members' logits -> convert to fp32 and
-full int8 with :func:`converters.convert.convert_modes` (calibrated on training windows) ->
-pick the threshold on validation voices over general speech (lowest false-reject rate at
-<= 0.5 false accepts/hour, int8 model) -> evaluate float and int8 on the test sets -> write ``<word>_int8.tflite`` with
-its card and ``<word>_report.json`` to ``--out``.
+member, each on its own mix (``--jobs`` members side by side, in worker processes), and average
+the members' logits -> convert to fp32 and full int8 with :func:`converters.convert.convert_modes`
+(calibrated on training windows) -> score the validation and test sets once per model (``--jobs``
+at a time) -> pick the threshold on validation voices over general speech (lowest false-reject
+rate at <= 0.5 false accepts/hour, int8 model) -> report float and int8 on the test sets there ->
+write ``<word>_int8.tflite`` with its card and ``<word>_report.json`` to ``--out``.
+Where a step runs (``--jobs``) never changes the model or its numbers.
 
 Host side: TensorFlow is imported inside functions only.
 """
