@@ -545,7 +545,7 @@ def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], o
     point is then applied to the stored scores, which equals running the detector with it.
     """
     from apps.trigger_word import dataset as S
-    from apps.trigger_word.data import check_word
+    from apps.trigger_word.data import SR, check_word
     from apps.trigger_word.eval import report
     from sdk.card import read_card, write_card
 
@@ -560,7 +560,7 @@ def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], o
     todo = [("int8", "val", name, ps) for name, ps in val_sets.items()] + [(m, "test", name, ps) for m in ("fp32", "int8") for name, ps in test_sets.items()]
     size = lambda ps: sum((x[0] if isinstance(x, tuple) else x).shape[0] for part in ps for x in part)  # noqa: E731
     order = sorted(range(len(todo)), key=lambda i: -size(todo[i][3]))  # longest first: the workers finish together
-    _log(f"scoring {len(todo)} evaluation sets ({sum(size(t[3]) for t in todo) / 16000 / 3600:.1f} h of audio), {cfg.jobs} at a time")
+    _log(f"scoring {len(todo)} evaluation sets ({sum(size(t[3]) for t in todo) / SR / 3600:.1f} h of audio), {cfg.jobs} at a time")
     threads = 1 if cfg.jobs > 1 else None
     done = run_jobs(_score_set, [(paths[todo[i][0]], *todo[i][3], threads) for i in order], cfg.jobs)
     scores = {todo[i][:3]: s for i, s in zip(order, done)}
@@ -613,13 +613,13 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
                    help="extra espeak-ng training voices whose variants recombine the training variants' settings (more voice variety)")
     p.add_argument("--babble-weights", default=",".join(map(str, d.babble_weights)),
                    help="one model per weight, averaged (an ensemble); each mixes its own streams with babble drawn that many times as often as each other "
-                        "background (each member costs a mix and a training: 1 trains one model in about 2/3 of the time)")
+                        "background (each member costs a mix and a training; --jobs of them run side by side)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping usually ends sooner)")
     p.add_argument("--max-train-minutes", type=float, default=d.max_train_minutes, help="stop training after this long")
     p.add_argument("--threads", type=int, default=d.threads, help="TensorFlow threads of each training process")
     p.add_argument("--jobs", type=int, default=d.jobs,
                    help="processes side by side: ensemble members train and evaluation sets are scored in parallel (1: all in this process; "
-                        "the model is the same, each job needs about 2 GB of memory)")
+                        "the model is the same; the default run's largest process peaked at 4.1 GB)")
     p.add_argument("--backgrounds", default=None, help="optional folder of background .wav files (any rate)")
     p.add_argument("--positives", default=None, help="optional folder of your own .wav recordings of the word (one utterance each), added to training")
     p.add_argument("--negatives", default=None, help="optional folder of your own .wav recordings without the word (any length), added to training")
