@@ -212,6 +212,22 @@ def test_evaluate_rates_delay_and_sweep(tmp_path, models):
     assert known["delay_ms_median"] == pytest.approx(arrays["delay_ms_median"] + 200, abs=1)  # the word "ended" 0.2 s earlier
 
 
+def test_sets_scored_in_workers_equal_scored_here(tmp_path, models):
+    """The recipe scores its evaluation sets two at a time, one thread each: the same scores, bit for bit."""
+    from apps.trigger_word.train import _score_set, run_jobs
+
+    pos, neg = _eval_sets(tmp_path)
+    sets = [(models["score"], sorted(pos.glob("*.wav")), sorted(neg.glob("*.wav"))), (models["sequence"], sorted(pos.glob("*.wav")), [])]
+    here = run_jobs(_score_set, [(*a, None) for a in sets], 1)
+    workers = run_jobs(_score_set, [(*a, 1) for a in sets], 2)
+    for a, b in zip(here, workers):
+        assert [p["name"] for p in a.pos] == [p["name"] for p in b.pos] and a.hours == b.hours
+        for pa, pb in zip(a.pos, b.pos):
+            np.testing.assert_array_equal(pa["raw"], pb["raw"])
+        np.testing.assert_array_equal(a.neg[1], b.neg[1])
+    assert here[0].neg[1].size > 0 and here[0].model != here[1].model
+
+
 def test_eval_cli_compare_and_plot(tmp_path, models, capsys):
     pos, neg = _eval_sets(tmp_path)
     argv = ["eval", "trigger-word", "-m", str(models["score"]), "--compare", str(models["sequence"]), "--positives", str(pos)]
