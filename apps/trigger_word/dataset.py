@@ -146,27 +146,26 @@ def make_windows(
     # the few natural-sounding (non-espeak) positives are repeated so they weigh like a real share
     boosted = pos + [c.audio for c in clips if c.positive and not c.voice.startswith("espeak-ng:")] * (natural_boost - 1)
 
-    def streams() -> Iterator[tuple[np.ndarray, list[A.Event], int]]:
-        # a generator: each stream's features are computed as it is mixed, so the hours of mixed
-        # audio are never all in memory (the random draws, and so the streams, are the same)
-        n, samples = 0, 0
-        for _ in range(copies):
+    def mixed() -> Iterator[tuple[np.ndarray, list[A.Event]]]:
+        for c in range(copies):
             for i in rng.permutation(len(boosted)):
-                s = word_stream(rng, boosted[i], window_s, babble, user, context=babble, babble_weight=babble_weight)
-                n, samples = n + 1, samples + s[0].shape[0]
-                yield (*s, step)
+                yield word_stream(rng, boosted[i], window_s, babble, user, context=babble, babble_weight=babble_weight)
             if progress:
-                progress(f"positive streams: {n}")
+                progress(f"positive streams: {(c + 1) * len(boosted)}")
         # every negative word (synthetic confusables, sentences, real prompts) neg_copies times, placed like a positive
         for _ in range(neg_copies):
             for x in negs + real:
-                s = word_stream(rng, x, window_s, babble, user, positive=False, context=babble, babble_weight=babble_weight)
-                n, samples = n + 1, samples + s[0].shape[0]
-                yield (*s, step)
+                yield word_stream(rng, x, window_s, babble, user, positive=False, context=babble, babble_weight=babble_weight)
         for _ in range(int(neg_minutes * 60 / 8)):
-            s = negative_stream(rng, 8.0, negs, real, pos, babble, user, babble_weight)
-            n, samples = n + 1, samples + s[0].shape[0]
-            yield (*s, step)
+            yield negative_stream(rng, 8.0, negs, real, pos, babble, user, babble_weight)
+
+    def streams() -> Iterator[tuple[np.ndarray, list[A.Event], int]]:
+        # a generator: each stream's features are computed as it is mixed, so the hours of mixed
+        # audio are never all in memory (the random draws, and so the streams, are the same)
+        n = samples = 0
+        for audio, events in mixed():
+            n, samples = n + 1, samples + audio.shape[0]
+            yield audio, events, step
         if progress:
             progress(f"streams: {n} ({samples / SR / 60:.1f} min), features computed")
 
