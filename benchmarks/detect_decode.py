@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from sdk.cli.output import table
+from sdk.console import table
 from sdk.nms import nms
 from sdk.runner import TensorSpec
 from sdk.yolo import make_decoder

@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sdk.cli.output import table  # noqa: E402
+from sdk.console import table  # noqa: E402
 from sdk.runner import Runner  # noqa: E402
 
 MODELS = ROOT / "apps" / "detect" / "models"

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdk.cli.output import table  # noqa: E402
+from sdk.console import table  # noqa: E402
 from sdk.embeddings import EmbeddingStore  # noqa: E402
 
 

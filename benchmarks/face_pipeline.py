@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdk.cli.output import table  # noqa: E402
+from sdk.console import table  # noqa: E402
 from sdk.face import samples  # noqa: E402
 from sdk.face.pipeline import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, FacePipeline  # noqa: E402
 from sdk.types import Box  # noqa: E402

@@ -25,7 +25,7 @@ from apps.trigger_word import data as D  # noqa: E402
 from apps.trigger_word import dataset as S  # noqa: E402
 from apps.trigger_word.eval import evaluate  # noqa: E402
 from apps.trigger_word.train import TrainConfig  # noqa: E402
-from sdk.cli.output import table  # noqa: E402
+from sdk.console import table  # noqa: E402
 
 DEFAULT = Path(__file__).resolve().parents[1] / "apps" / "trigger_word" / "models" / "activate_int8.tflite"
 

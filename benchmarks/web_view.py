@@ -26,7 +26,7 @@ from pathlib import Path
 
 import cv2
 
-from sdk.cli.output import table
+from sdk.console import table
 
 ROOT = Path(__file__).resolve().parent.parent
 FPS_RE = re.compile(r"detect: ([0-9.]+) FPS")
@@ -68,7 +68,7 @@ def viewer(port: int, stop: threading.Event, counts: list[int]) -> None:
 def run_once(video: Path, mode: str, threads: int) -> tuple[float, int]:
     """``(FPS, MJPEG frames the viewer got)`` for one run of ``edgesdk detect``."""
     port = free_port()
-    cmd = [sys.executable, "-m", "sdk.cli", "detect", "--source", str(video), "--stats-every", "0", "--threads", str(threads), "--json"]
+    cmd = [sys.executable, "-m", "cli", "detect", "--source", str(video), "--stats-every", "0", "--threads", str(threads), "--json"]
     if mode != "no --serve":
         cmd += ["--serve", f"127.0.0.1:{port}"]
     err_file = tempfile.TemporaryFile("w+")  # not a pipe: a full pipe would block the app while we poll it

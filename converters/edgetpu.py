@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.card import atomic_write
-from sdk.cli.output import table
+from sdk.console import table
 from sdk.tflite_file import OpInfo, TFLiteFile
 
 # op -> constraint the compiler checks beyond int8 tensors (informational, shown in the table)

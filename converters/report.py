@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.cli.output import table
+from sdk.console import table
 from sdk.tflite_file import TFLiteFile
 
 

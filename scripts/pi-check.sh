@@ -79,7 +79,7 @@ profile: rpi5
 outputs: {json: true, metrics_port: 0}
 EOF
 say "bundling with aarch64 wheels (edgesdk deploy bundle --offline --profile rpi5)"
-"$PY" -m sdk.cli deploy bundle "$WORK/pi.yaml" --offline -o "$WORK/pi.tar.gz" >&2
+"$PY" -m cli deploy bundle "$WORK/pi.yaml" --offline -o "$WORK/pi.tar.gz" >&2
 tar xzf "$WORK/pi.tar.gz" -C "$WORK/bundle"
 if ls "$WORK/bundle/wheels" | grep -i tensorflow; then die "the bundle contains TensorFlow"; fi
 
@@ -96,8 +96,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sdk.cli import main
-from sdk.cli.bench import sample_inputs
+from cli import main
+from cli.bench import sample_inputs
 from sdk.runner import Runner
 
 work, out_path = Path(sys.argv[1]), sys.argv[2]

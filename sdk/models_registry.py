@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,33 +179,13 @@ def _extract(data_path: Path, entry: RegistryEntry) -> bytes:
     return data
 
 
-def convert_dlib(path: Path, progress: bool = True) -> Path:
-    """A pulled dlib ``.dat`` network to ``<stem>_fp32.tflite`` with its card (host side: TensorFlow).
-
-    Imported lazily: the device runtime never needs it. fp32 needs no calibration data; for
-    int8 use ``scripts/build_face_models.py``, which calibrates on aligned face chips.
-    """
-    from converters.convert import convert
-    from converters.dlib import dlib_card, load_dlib_as_keras, read_dat
-
-    net = read_dat(path)
-    out = path.with_name(f"{path.stem}_fp32.tflite")
-    convert(load_dlib_as_keras(net), mode="fp32", output=out, card=dlib_card(net), progress=progress)
-    return out
-
-
-def _host_converter() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("converters", "tensorflow"))
-
-
 def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | None = None, progress: bool = True,
-         convert: bool = True) -> dict[str, Any]:
+         convert: Callable[[Path], Path] | None = None) -> dict[str, Any]:
     """Download, verify and install registry model ``name`` into ``dest_dir``.
 
-    A ``dlib-dat`` model is also converted to TFLite (fp32, with its card) when ``convert``
-    and the host-side converter (TensorFlow) is installed.
+    A ``dlib-dat`` model is also converted to TFLite when ``convert`` is given: a function of
+    the downloaded file returning the ``.tflite`` it wrote (the host-side converter; the device
+    runtime has none, and then ``next`` says what to run on a host).
 
     Returns:
         ``{"name", "path", "format", "license", "sha256", "card", "tflite", "next"}``
@@ -239,8 +220,8 @@ def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | N
     atomic_write(target, data)
     nxt, tflite = None, str(target) if e.format == "tflite" else None
     if e.format == "dlib-dat":
-        if convert and _host_converter():
-            tflite = str(convert_dlib(target, progress))
+        if convert is not None:
+            tflite = str(convert(target))
             card = read_card(tflite)
         else:
             nxt = "pip install 'edgesdk[host]' and run `edgesdk models pull` again on a host to convert it to TFLite"

@@ -1,6 +1,6 @@
 """Events and health out of a running app: MQTT, ``/healthz`` and Prometheus ``/metrics``.
 
-Everything here is an :class:`~sdk.cli.output.Output` sink, fed the same objects the app
+Everything here is an :class:`~sdk.console.Output` sink, fed the same objects the app
 prints (``event``, ``detections``, ``match``, ``frame``, ``latency_ms``, ``dropped``), so the
 apps need no changes. Sinks never block the app: counters are updated under a lock and
 MQTT messages go through a bounded queue (full: dropped and counted).
@@ -307,9 +307,9 @@ class MqttSink:
 
 
 def _json_default(o: Any) -> Any:
-    from sdk.cli.output import _default
+    from sdk.console import to_jsonable
 
-    return _default(o)
+    return to_jsonable(o)
 
 
 class Telemetry:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sdk.appconfig import APPS, load_config, option_actions, to_argv
-from sdk.cli import main
+from apps.config import load_config, option_actions, to_argv
+from apps.registry import CONFIG_APPS as APPS
+from cli import main
 from sdk.errors import ConfigError
 
 
@@ -144,7 +145,7 @@ def test_run_publishes_mqtt_and_serves_metrics(tone, tmp_path):
     cfg = write(tmp_path, f"app: trigger-word\nmodel: {tone / 'tone.tflite'}\nsource: {tone / 'tone.wav'}\nloop: true\n"
                           f"outputs: {{metrics_port: {port}, mqtt: {{port: {broker.port}, topic_prefix: home, device: pi}}}}\n")
     log = open(tmp_path / "out.jsonl", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "sdk.cli", "run", str(cfg)], stdout=log, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "run", str(cfg)], stdout=log, stderr=subprocess.DEVNULL)
     try:
         msgs = sub.wait_for(lambda ms: sum(m[0] == "home/pi/trigger-word/events" for m in ms) >= 3, timeout=90)
         ev = [json.loads(p) for topic, p, _ in msgs if topic.endswith("/events")]

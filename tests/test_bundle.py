@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.deploy.bundle import bundle_id, make_bundle
-from devices.deploy.wheel import build_wheel
-from sdk.cli import main
+from cli import main
+from deploy.bundle import bundle_id, make_bundle
+from deploy.wheel import build_wheel
 from sdk.errors import ConfigError
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cli import main
 from sdk.backends._probe import PROBE_MODEL
 from sdk.card import ModelCard, embed_card
-from sdk.cli import main
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli import main
 from converters.data import load_samples
-from sdk.cli import main
 from sdk.errors import ConfigError, ConversionError, ModelFormatError
 
 

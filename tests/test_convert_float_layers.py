@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from sdk.cli import main
+from cli import main
 from sdk.runner import Runner
 from sdk.tflite_file import TFLiteFile
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from apps.detect.app import Detector, Settings, run_stream
-from sdk.cli import main
+from cli import main
 from sdk.errors import ConfigError, ModelFormatError
 from sdk.runner import Runner
 from sdk.sources.video import open_source
@@ -331,7 +331,7 @@ def test_capture_runs_in_its_own_thread(models, video):
 def test_demo_runs_the_default_model_on_the_bundled_video(models, video, monkeypatch, capsys):
     import apps.detect.app as app
     import apps.detect.demo as demo
-    from sdk.cli.output import Output
+    from sdk.console import Output
 
     monkeypatch.setattr(app, "DEFAULT_MODEL", models / "split_int8.tflite")
     monkeypatch.setattr(demo, "SAMPLE", video)

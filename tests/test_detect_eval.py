@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from apps.detect.eval import coco_ap, evaluate
-from sdk.cli import main
+from cli import main
 from sdk.errors import ConfigError
 from sdk.runner import Runner
 from tests.test_detect_app import build_models, cell_box

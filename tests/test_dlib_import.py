@@ -211,7 +211,7 @@ def test_edgesdk_convert_reads_dat_files(tmp_path, capsys):
     """`edgesdk convert NET.dat`: dlib network → Keras → int8 TFLite with a face-embed card."""
     import json
 
-    from sdk.cli import main
+    from cli import main
     from sdk.runner import Runner
 
     rng = np.random.default_rng(1)

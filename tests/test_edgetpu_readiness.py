@@ -73,7 +73,7 @@ def test_readiness_without_tensorflow(concat_head):
 
 @pytest.mark.tensorflow
 def test_inspect_edgetpu_cli(concat_head, capsys):
-    from sdk.cli import main
+    from cli import main
 
     assert main(["inspect", "--edgetpu", "--json", str(concat_head.path)]) == 0
     info = json.loads(capsys.readouterr().out)

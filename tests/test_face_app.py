@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdk.cli import main
+from cli import main
 from sdk.face.haar import HaarDetector, find_cascade
 
 cv2 = pytest.importorskip("cv2")
@@ -318,7 +318,7 @@ def test_default_pipeline_end_to_end(capsys, tmp_path):
 @needs_default
 def test_demo_runs_on_the_default_pipeline(capsys):
     from apps.face.demo import demo
-    from sdk.cli.output import Output
+    from sdk.console import Output
 
     demo(Output(json_mode=True))
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -336,7 +336,7 @@ def test_device_side_runs_without_tensorflow(tmp_path, faces):
         "import sys\n"
         "for m in ('tensorflow', 'keras', 'converters'):\n"
         "    sys.modules[m] = None\n"
-        "from sdk.cli import main\n"
+        "from cli import main\n"
         f"args = ['--db', {str(db)!r}, '--model', {str(faces['model'])!r}, '--detector', 'haar', '--json']\n"
         f"assert main(['face', 'enroll', 'astro', {str(faces['astro0'])!r}, *args]) == 0\n"
         f"sys.exit(main(['face', 'verify', 'astro', {str(faces['astro1'])!r}, *args]))\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apps.trigger_word.cli import DEFAULT_MODEL
+from apps.trigger_word.app import DEFAULT_MODEL
 from sdk.sources.audio import write_wav
 from tests.test_audio_tone_model import SR, tone_model, tone_stream
 

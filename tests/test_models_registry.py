@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli import main
 from sdk.card import read_card
-from sdk.cli import main
 from sdk.errors import ConfigError
 from sdk.models_registry import DownloadError, load_registry, pull
 
@@ -99,7 +99,7 @@ def test_pull_verifies_and_attaches_card(tmp_path, registry, capsys):
     assert "MB" in capsys.readouterr().err  # the progress bar
     res = pull("inwheel", out, registry, progress=False)
     assert Path(res["path"]).read_bytes() == tflite_bytes() and res["card"] is None
-    res = pull("dat", out, registry, progress=False, convert=False)
+    res = pull("dat", out, registry, progress=False)
     assert Path(res["path"]).read_bytes() == b"dlib-serialised-net" * 100 and res["tflite"] is None
     assert sorted(p.name for p in out.iterdir()) == ["net.dat", "plain.tflite", "w.tflite"]
 

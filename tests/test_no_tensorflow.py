@@ -29,7 +29,7 @@ import pkgutil, importlib
 from pathlib import Path
 from sdk.backends._probe import PROBE_MODEL
 Path({str(model)!r}).write_bytes(PROBE_MODEL)
-from sdk.cli import main
+from cli import main
 assert main(["bench", {str(model)!r}, "--runs", "5", "--json"]) == 0
 assert main(["inspect", {str(model)!r}, "--json"]) == 0
 assert main(["devices", "--json"]) == 0

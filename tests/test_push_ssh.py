@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from devices.deploy.bundle import make_bundle, pack_tar
-from sdk.cli import main
+from cli import main
+from deploy.bundle import make_bundle, pack_tar
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 pytestmark = [pytest.mark.tensorflow, pytest.mark.slow, pytest.mark.skipif(not (Path(SSHD).exists() and shutil.which("ssh") and shutil.which("ssh-keygen")),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk.cli.output import Output
+from sdk.console import Output
 from sdk.telemetry import Metrics, MetricsServer, MqttSink, flatten
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

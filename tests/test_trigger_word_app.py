@@ -15,8 +15,8 @@ import pytest
 
 from apps.trigger_word.app import TriggerLogic, TriggerWordDetector
 from apps.trigger_word.eval import evaluate, event_times, smoothed, word_span
+from cli import main
 from sdk.card import ModelCard, embed_card
-from sdk.cli import main
 from sdk.errors import ModelFormatError
 from sdk.sources.audio import write_wav
 from tests.test_audio_tone_model import SR, tone_model, tone_stream
@@ -261,9 +261,9 @@ def test_file_speed_table(tmp_path, models):
 
 
 def test_demo_on_bundled_samples(capsys):
-    from apps.trigger_word.cli import DEFAULT_MODEL
+    from apps.trigger_word.app import DEFAULT_MODEL
     from apps.trigger_word.demo import demo
-    from sdk.cli.output import Output
+    from sdk.console import Output
 
     demo(Output(json_mode=True))
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]

@@ -369,7 +369,7 @@ def test_echo_repeats_the_word_every_delay_each_quieter() -> None:
 
 @pytest.mark.parametrize("option", [["--heads", "0"], ["--jobs", "0"], ["--mixed-voices", "-1"], ["--babble-weights", "1,0"], ["--babble-weights", "1,x"], ["--babble-weights", "2,2"]])
 def test_train_rejects_bad_counts_before_any_work(tmp_path, capsys, option) -> None:
-    from sdk.cli import main
+    from cli import main
 
     assert main(["train", "trigger-word", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), *option]) == 2
     err = capsys.readouterr().err

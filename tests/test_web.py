@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from apps.detect.app import DEFAULT_MODEL, Detector, annotate
-from sdk.cli import main
+from cli import main
 from sdk.errors import ConfigError
 from sdk.runner import Runner
 from sdk.web import WebView, check_bind, is_loopback, parse_serve
@@ -276,7 +276,7 @@ def test_face_serve_needs_a_live_source(capsys, tmp_path):
 
 
 def test_app_config_options_turn_into_serve_flags(tmp_path):
-    from sdk.appconfig import load_config, to_argv
+    from apps.config import load_config, to_argv
 
     cfg = tmp_path / "detect.yaml"
     cfg.write_text(f"app: detect\nsource: {Path('apps/detect/samples/demo.mp4').resolve()}\n"

@@ -58,7 +58,7 @@ class App:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/?token={TOKEN}"
         self.log = tmp / f"app-{self.port}.log"
-        cmd = [sys.executable, "-m", "sdk.cli", *args, "--serve", f"127.0.0.1:{self.port}", "--token", TOKEN, "--serve-linger", "60", "-q"]
+        cmd = [sys.executable, "-m", "cli", *args, "--serve", f"127.0.0.1:{self.port}", "--token", TOKEN, "--serve-linger", "60", "-q"]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -171,7 +171,7 @@ def test_face_page_shows_decisions_and_identities(browser, tmp_path):
 
     db = tmp_path / "faces.db"
     photo = ROOT / "tests/data/faces/astronaut.jpg"
-    subprocess.run([sys.executable, "-m", "sdk.cli", "face", "enroll", "astro", str(photo), "--db", str(db), "--threads", "1", "-q"],
+    subprocess.run([sys.executable, "-m", "cli", "face", "enroll", "astro", str(photo), "--db", str(db), "--threads", "1", "-q"],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     imgs = variants(load_sample(), 6, seed=3)
     video = tmp_path / "faces.avi"

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from apps.registry import APPS
 from sdk.card import ultralytics_metadata
 from sdk.errors import ConfigError, ModelFormatError
 from sdk.image import Preprocessor
@@ -29,16 +30,14 @@ from sdk.yolo import choose_decoder
 
 log = logging.getLogger("edgesdk")
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "detect_int8.tflite"
+DEFAULT_MODEL = APPS["detect"].default_model_path
 
 
 def default_model() -> Path:
     """The shipped default model, or a clear error if this install lacks it."""
-    if not DEFAULT_MODEL.exists():
-        raise ModelFormatError(
-            f"the default detection model {DEFAULT_MODEL} is missing; pass --model MODEL.tflite "
-            "or rebuild it with `edgesdk train detect`"
-        )
+    if not DEFAULT_MODEL.is_file():
+        raise ModelFormatError(f"the default detection model {DEFAULT_MODEL} is missing; give a model explicitly "
+                               f"or rebuild it with `{APPS['detect'].rebuild}`")
     return DEFAULT_MODEL
 
 

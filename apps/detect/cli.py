@@ -6,10 +6,9 @@ import argparse
 import logging
 from typing import Any
 
-from sdk.cli.bench import add_runner_args, runner_kwargs
-from sdk.cli.output import Output, table
+from sdk.console import Output, add_runner_args, runner_kwargs, table
 from sdk.errors import ConfigError
-from sdk.web.cli import add_serve_args
+from sdk.web.serve import add_serve_args
 
 log = logging.getLogger("edgesdk")
 
@@ -68,7 +67,7 @@ def make_detector(model: str | None, args: argparse.Namespace) -> Any:
 def run_detect(args: argparse.Namespace, out: Output) -> int:
     from apps.detect.app import AnnotatedSaver, Window, annotate, human_line, run_stream
     from sdk.sources.video import open_source
-    from sdk.web.cli import serve_options, start_web, stop_web
+    from sdk.web.serve import serve_options, start_web, stop_web
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from sdk.cli.output import Output
+from sdk.console import Output
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "demo.mp4"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdk.cli.output import Output, table
-from sdk.web.cli import add_serve_args
+from sdk.console import Output, table
+from sdk.web.serve import add_serve_args
 
 EXIT_CODES = """exit codes:
   0  success (verify: the face matches; identify: a known face)
@@ -17,7 +17,7 @@ On any error nothing is written to the database."""
 
 
 def _face_options() -> argparse.ArgumentParser:
-    from sdk.cli.bench import add_runner_args
+    from sdk.console import add_runner_args
     from sdk.embeddings import default_db_path
 
     p = argparse.ArgumentParser(add_help=False)
@@ -44,7 +44,7 @@ def _camera_options() -> argparse.ArgumentParser:
 def _live(app, args: argparse.Namespace, out: Output, mode: str, name: str | None) -> int:
     """Camera verify/identify, with the web view when ``--serve`` is given (read-only: no enrolment through it)."""
     from apps.face.live import live
-    from sdk.web.cli import serve_options, start_web, stop_web
+    from sdk.web.serve import serve_options, start_web, stop_web
 
     serve = serve_options(args)
     emb = app.embedder
@@ -121,7 +121,7 @@ def _app(args: argparse.Namespace, with_store: bool = True, create: bool = False
     """The face app for ``args``; only enrolment may create the database (nothing written otherwise)."""
     from apps.face.app import FaceApp
     from apps.face.loader import load_embedder
-    from sdk.cli.bench import runner_kwargs
+    from sdk.console import runner_kwargs
     from sdk.embeddings import EmbeddingStore, StoreError
 
     if with_store and not create and not Path(args.db).is_file():

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdk.cli.output import Output
+from sdk.console import Output
 
 
 def demo(out: Output) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from apps.face.app import Face, FaceApp, FaceError
-from sdk.cli.output import Output
+from sdk.console import Output
 from sdk.sources.video import open_source
 
 log = logging.getLogger("edgesdk.face")

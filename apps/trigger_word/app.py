@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from apps.registry import APPS
 from sdk import speech_embedding
 from sdk.audio import FeatureParams, LogMel
 from sdk.card import ModelCard
@@ -52,8 +53,17 @@ from sdk.types import AudioChunk
 
 log = logging.getLogger("edgesdk.trigger_word")
 
+DEFAULT_MODEL = APPS["trigger-word"].default_model_path
 DEFAULT_SMOOTHING = 1
 DEFAULT_REFRACTORY_S = 1.0
+
+
+def default_model() -> Path:
+    """The shipped default model, or an error saying it is missing."""
+    if not DEFAULT_MODEL.is_file():
+        raise ModelFormatError(f"the default trigger-word model {DEFAULT_MODEL} is missing from this installation; "
+                               f"give a model explicitly or build it with `{APPS['trigger-word'].rebuild}`")
+    return DEFAULT_MODEL
 
 
 def card_fields(word: str, params: FeatureParams, window_s: float, hop_s: float, threshold: float, **output: Any) -> dict[str, Any]:

@@ -12,28 +12,14 @@ import shlex
 import shutil
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
-from sdk.cli.bench import add_runner_args, runner_kwargs
-from sdk.cli.output import Output
-from sdk.errors import ConfigError, ModelFormatError
-from sdk.web.cli import add_serve_args
+from apps.registry import APPS
+from sdk.console import Output, add_runner_args, runner_kwargs
+from sdk.errors import ConfigError
+from sdk.web.serve import add_serve_args
 
 log = logging.getLogger("edgesdk.trigger_word")
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "activate_int8.tflite"
-
-
-def default_model() -> Path:
-    """The shipped default model, or an error saying it is missing."""
-    if not DEFAULT_MODEL.is_file():
-        raise ModelFormatError(
-            f"the default trigger-word model {DEFAULT_MODEL} is missing from this installation; "
-            "pass --model M.tflite or build it with `edgesdk train trigger-word`"
-        )
-    return DEFAULT_MODEL
-
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -42,7 +28,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="detect a spoken trigger word in a WAV file or live from a microphone",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-m", "--model", default=None, help=f"trigger-word .tflite with a card; None: the shipped {DEFAULT_MODEL.name}")
+    p.add_argument("-m", "--model", default=None, help=f"trigger-word .tflite with a card; None: the shipped {APPS['trigger-word'].default_model_path.name}")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-i", "--input", metavar="FILE.wav", help="a WAV file (any rate, channels, 8-32-bit PCM or float)")
     src.add_argument(
@@ -67,7 +53,7 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="false rejects, false accepts per hour, detection delay and a threshold sweep",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-m", "--model", default=None, help=f"model to evaluate; None: the shipped {DEFAULT_MODEL.name}")
+    p.add_argument("-m", "--model", default=None, help=f"model to evaluate; None: the shipped {APPS['trigger-word'].default_model_path.name}")
     p.add_argument("--compare", metavar="M2", help="a second model evaluated on the same audio")
     p.add_argument("--positives", required=True, metavar="DIR", help="folder of .wav clips, each holding the word once")
     p.add_argument("--negatives", required=True, metavar="DIR", help="folder of .wav files without the word (concatenated)")
@@ -155,11 +141,13 @@ def _source(args: argparse.Namespace, rate: int):
 
 def run(args: argparse.Namespace, out: Output) -> int:
     from apps.trigger_word.app import TriggerWordDetector
-    from sdk.web.cli import serve_options, start_web, stop_web
+    from sdk.web.serve import serve_options, start_web, stop_web
 
     if args.chunk < 1:
         raise ConfigError(f"--chunk: expected >= 1 sample, got {args.chunk}")
     serve = serve_options(args)
+    from apps.trigger_word.app import default_model
+
     model = args.model or default_model()
     det = TriggerWordDetector(model, args.threshold, args.smoothing, args.refractory, runner_kwargs=runner_kwargs(args))
     web = start_web(serve, out, "trigger-word", det.runner, args.input or f"mic {args.mic or 'default'}", frame_hook=True)
@@ -212,6 +200,7 @@ def _publish_scores(det: Any, web: Any) -> None:
 
 
 def run_eval(args: argparse.Namespace, out: Output) -> int:
+    from apps.trigger_word.app import default_model
     from apps.trigger_word.eval import evaluate, plot_det, report_text
 
     models = [args.model or default_model()] + ([args.compare] if args.compare else [])

@@ -9,15 +9,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sdk.cli.output import Output
+from sdk.console import Output
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
 def demo(out: Output) -> None:
     """Run the default model on the bundled samples and print the events."""
-    from apps.trigger_word.app import TriggerWordDetector
-    from apps.trigger_word.cli import DEFAULT_MODEL
+    from apps.trigger_word.app import DEFAULT_MODEL, TriggerWordDetector
     from sdk.sources.audio import WavFileSource
 
     if not DEFAULT_MODEL.is_file():

@@ -244,7 +244,7 @@ def _progress(on: bool, what: str, done: int, total: int) -> None:
 
 def report_text(res: dict[str, Any]) -> str:
     """Human-readable report: the operating point and the sweep table."""
-    from sdk.cli.output import table
+    from sdk.console import table
 
     head = (
         f"{res['model']} ({res['word']!r}): {res['positives']} positives, {res['negatives_hours'] * 60:.1f} min of negatives, "

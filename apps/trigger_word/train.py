@@ -651,7 +651,7 @@ def _run(args: argparse.Namespace, out: Any) -> int:
         cfg = replace(cfg, copies=1)
     rep = train(cfg)
     rows = [{"set": f"{name} ({m})", **{k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")}} for m, sets in rep["test"].items() for name, r in sets.items()]
-    from sdk.cli.output import table
+    from sdk.console import table
 
     out.emit({"model": rep["model"], "threshold": rep["threshold"], "size_bytes": rep["size_bytes"], "test": rep["test"]},
              f"wrote {rep['model']} ({rep['size_bytes']} bytes), threshold {rep['threshold']}\n" + table(rows, ["set", "frr", "fa_per_hour", "delay_ms_median"]))

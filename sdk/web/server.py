@@ -135,7 +135,7 @@ class WebView:
         return name == self.host or is_loopback(name)
 
     def sink(self, obj: dict[str, Any]) -> None:
-        """An :class:`~sdk.cli.output.Output` sink: counts the object, logs events, keeps each face's latest decision."""
+        """An :class:`~sdk.console.Output` sink: counts the object, logs events, keeps each face's latest decision."""
         if self.frame_hook:
             obj_m = {k: v for k, v in obj.items() if k not in ("frame", "latency_ms", "dropped")}
             self.metrics(obj_m)
@@ -206,6 +206,6 @@ def split_path(raw: str) -> tuple[str, str]:
 
 
 def dumps(obj: Any) -> bytes:
-    from sdk.cli.output import _default
+    from sdk.console import to_jsonable
 
-    return json.dumps(obj, default=_default).encode()
+    return json.dumps(obj, default=to_jsonable).encode()

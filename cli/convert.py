@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sdk.cli.output import Output
+from sdk.console import Output
 
 MODE_CHOICES = ("fp32", "fp16", "dynamic", "int8", "int16x8", "all")
 
@@ -160,7 +160,7 @@ def _human(res: Any) -> str:
     ]
     lines += [f"note: {n}" for n in res.notes]
     if rep.get("debug_quant"):
-        from sdk.cli.output import table
+        from sdk.console import table
 
         rows = [{"tensor": r["tensor"], "rmse": f"{r['rmse']:.4g}", "max abs err": f"{r['max_abs_error']:.4g}",
                  "rmse/scale": f"{r['rmse_per_scale']:.3g}" if r["rmse_per_scale"] is not None else "-"} for r in rep["debug_quant"]]

@@ -1,27 +1,22 @@
 """``edgesdk eval APP`` and ``edgesdk train APP``: each app adds its own sub-command.
 
-An app's ``apps/<app>/cli.py`` may define ``register_eval(sub, common)`` and its
-``apps/<app>/train.py`` ``register_train(sub, common)`` (TensorFlow imported lazily inside);
-apps that are not installed are skipped.
+The apps come from :mod:`apps.registry`. An app's ``apps/<app>/cli.py`` may define
+``register_eval(sub, common)`` and its ``apps/<app>/train.py`` ``register_train(sub, common)``
+(TensorFlow imported lazily inside); modules that are not installed are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 
-APPS = ("trigger_word", "detect", "face")
+from apps.registry import APPS
 
 
-def _app_modules(kind: str):
-    for app in APPS:
-        name = f"apps.{app}.{kind}"
-        try:
-            yield importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue
-            raise
+def _app_modules(role: str):
+    for app in APPS.values():
+        mod = app.module(role)
+        if mod is not None:
+            yield mod
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

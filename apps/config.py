@@ -1,9 +1,11 @@
 """App configs: one YAML file per app run (``edgesdk run CONFIG.yaml``).
 
 A config names the app, its model and source, a device profile, the app command's own
-options (by their long-flag names) and the outputs (JSON lines, MQTT, ``/metrics``). It is
-translated into the app command's argv and parsed by the very same argparse parser as the
-command line, so a config and the equivalent flags behave the same by construction.
+options (by their long-flag names) and the outputs (JSON lines, MQTT, ``/metrics``). Its
+options are validated against the app's own schema, which is the app's own command parser
+(``apps/<app>/cli.py``'s ``register``, built alone, not the whole CLI): one definition of
+each option serves flags and configs, so the two behave the same by construction. The
+config is then translated into that command's argv (``to_argv``); ``cli.config`` runs it.
 """
 
 from __future__ import annotations
@@ -12,35 +14,19 @@ import argparse
 import difflib
 import functools
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from apps.registry import CONFIG_APPS
 from sdk.config import from_dict
+from sdk.console import common_parent
 from sdk.errors import ConfigError
 
 log = logging.getLogger("edgesdk.run")
 
-AppName = Literal["detect", "trigger-word", "face-verify", "face-identify"]
+AppName = Literal["detect", "trigger-word", "face-verify", "face-identify"]  # the keys of CONFIG_APPS (a test checks)
 
-
-@dataclass(frozen=True)
-class AppSpec:
-    """How a config app maps onto its CLI command."""
-
-    command: tuple[str, ...]
-    package: str  # apps.<package>: whose shipped models a bundle keeps
-    devices: tuple[str, ...]  # device classes the service needs: "audio", "video"
-    path_options: tuple[str, ...] = ()  # option values that are files, resolved against the config's folder
-
-
-APPS: dict[str, AppSpec] = {
-    "trigger-word": AppSpec(("trigger-word",), "trigger_word", ("audio",)),
-    "detect": AppSpec(("detect",), "detect", ("video",)),
-    "face-verify": AppSpec(("face", "verify"), "face", ("video",), ("db",)),
-    "face-identify": AppSpec(("face", "identify"), "face", ("video",), ("db",)),
-}
 
 # Set through top-level fields (or outputs), never through `options`.
 RESERVED = {"model": "model", "input": "source", "mic": "source", "source": "source", "json": "outputs.json", "help": "-"}
@@ -132,14 +118,17 @@ def validate(cfg: AppConfig) -> None:
 
 
 def app_parser(app: str) -> argparse.ArgumentParser:
-    """The argparse parser of ``app``'s command, built exactly as ``edgesdk`` builds it."""
-    from sdk.cli import build_parser
-
-    parser = build_parser()
-    for name in APPS[app].command:
+    """The parser of ``app``'s command, built from the app's own ``cli.register`` alone."""
+    owner, spec = CONFIG_APPS[app]
+    module = owner.module("cli")
+    if module is None:
+        raise ConfigError(f"app: {app!r} is not installed here (no apps/{owner.package}/cli.py)")
+    parser = argparse.ArgumentParser(prog="edgesdk")
+    module.register(parser.add_subparsers(dest="command"), common_parent())
+    for name in spec.command:
         sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
         if sub is None or name not in sub.choices:
-            raise ConfigError(f"app: {app!r} is not installed here (no `edgesdk {' '.join(APPS[app].command)}` command)")
+            raise ConfigError(f"app: {app!r} is not installed here (no `edgesdk {' '.join(spec.command)}` command)")
         parser = sub.choices[name]
     return parser
 
@@ -165,7 +154,7 @@ def _option_argv(app: str, key: str, value: Any) -> list[str]:
     if name not in actions:
         close = difflib.get_close_matches(name, [a for a in actions if a not in RESERVED], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else f" {app} options: {', '.join(sorted(a for a in actions if a not in RESERVED))}"
-        raise ConfigError(f"Invalid field {where!r} (not an option of `edgesdk {' '.join(APPS[app].command)}`).{hint}")
+        raise ConfigError(f"Invalid field {where!r} (not an option of `edgesdk {' '.join(CONFIG_APPS[app][1].command)}`).{hint}")
     action = actions[name]
     flag = f"--{name}"
     if action.nargs == 0:  # store_true / store_false / count
@@ -203,7 +192,7 @@ def to_argv(cfg: AppConfig, base: str | Path = ".") -> list[str]:
     Raises:
         ConfigError: Missing model file or source.
     """
-    spec, base = APPS[cfg.app], Path(base)
+    spec, base = CONFIG_APPS[cfg.app][1], Path(base)
     argv = [*spec.command]
     if cfg.outputs.json:
         argv.append("--json")
@@ -268,54 +257,3 @@ def _profile_argv(cfg: AppConfig, given: set[str]) -> list[str]:
     if "delegate" in actions and "delegate" not in given and prof.delegate != "cpu":
         argv += ["--delegate", prof.delegate]
     return argv
-
-
-def run_config(path: str | Path, json_mode: bool | None = None) -> int:
-    """Run the app ``path`` describes, with its MQTT and ``/metrics`` outputs.
-
-    Args:
-        path: The config file.
-        json_mode: Overrides ``outputs.json`` (the ``--json`` flag of ``edgesdk run``).
-
-    Returns:
-        The app command's exit code.
-    """
-    from sdk.cli import build_parser
-    from sdk.cli.output import Output
-    from sdk.telemetry import start_telemetry
-
-    cfg = load_config(path)
-    argv = to_argv(cfg, Path(path).resolve().parent)
-    if json_mode is not None:
-        argv = [a for a in argv if a != "--json"]
-        if json_mode:
-            argv.insert(len(APPS[cfg.app].command), "--json")
-    log.info("running: edgesdk %s", " ".join(argv))
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # argparse already printed why
-        raise ConfigError(f"{path}: the app rejected the options (see the message above)") from e
-    telemetry = start_telemetry(cfg, config_path=Path(path))
-    _exit_on_sigterm()
-    try:
-        while True:
-            rc = int(args.func(args, Output(json_mode=args.json, sinks=telemetry.sinks)) or 0)
-            if not cfg.loop or rc != 0:
-                return rc
-            time.sleep(1.0)  # a replayed file: pause between passes, so a loop never spins a core
-            args = build_parser().parse_args(argv)
-    finally:
-        telemetry.close()
-
-
-def _exit_on_sigterm() -> None:
-    """systemd and ``deploy push`` stop the app with SIGTERM: leave through ``finally`` so the
-    sources close and MQTT sends what is queued and says ``offline``."""
-    import signal
-    import threading
-
-    def leave(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, leave)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devices.deploy import templates
+from apps.registry import APPS, CONFIG_APPS
+from deploy import templates
 from sdk.errors import ConfigError, EdgeSDKError
 
 log = logging.getLogger("edgesdk.deploy")
@@ -72,8 +73,8 @@ def make_bundle(config: str | Path, output: str | Path, profile: str | None = No
     Raises:
         ConfigError: Bad config, missing model or source, no profile.
     """
+    from apps.config import load_config, to_argv
     from devices.profile import load_profile
-    from sdk.appconfig import load_config, to_argv
     from sdk.card import atomic_write
 
     cfg_path = Path(config)
@@ -112,9 +113,6 @@ def make_bundle(config: str | Path, output: str | Path, profile: str | None = No
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
-TASK_APPS = {"trigger-word": "trigger-word", "detect": "detect"}
-
-
 def config_for_model(model: str | Path, folder: str | Path, source: str | None = None, profile: str | None = None) -> Path:
     """Write a default app config for a converted model into ``folder`` (``deploy bundle MODEL.tflite``).
 
@@ -128,11 +126,13 @@ def config_for_model(model: str | Path, folder: str | Path, source: str | None =
     from sdk.card import read_card
 
     card = read_card(model)
-    if card is None or card.task not in TASK_APPS:
+    # apps whose config needs nothing but a model (face needs a database of people)
+    task_apps = {a.task: a.name for a in APPS.values() if a.name in a.configs}
+    if card is None or card.task not in task_apps:
         task = card.task if card else "none (no model card)"
         raise ConfigError(f"{model}: cannot tell the app from the model card (task: {task}); "
                           "write a config with `edgesdk config init APP` and bundle that")
-    app = TASK_APPS[card.task]
+    app = task_apps[card.task]
     cfg = {"app": app, "model": str(Path(model).resolve()), "source": source or ("mic" if app == "trigger-word" else "0"),
            "profile": profile, "outputs": {"json": True, "metrics_port": 9100}}
     path = Path(folder) / f"{app}.yaml"
@@ -142,8 +142,6 @@ def config_for_model(model: str | Path, folder: str | Path, source: str | None =
 
 def _pack_files(cfg: Any, base: Path, profile: str, files: dict[str, bytes]) -> Any:
     """Copy the model, a file source and path options into ``files``; return the rewritten config."""
-    from sdk.appconfig import APPS
-
     def take(value: str, folder: str) -> str:
         p = Path(value).expanduser()
         p = p if p.is_absolute() else base / p
@@ -162,7 +160,7 @@ def _pack_files(cfg: Any, base: Path, profile: str, files: dict[str, bytes]) -> 
             changes["source"] = take(cfg.source, "data")
     options = dict(cfg.options)
     for key, value in cfg.options.items():
-        if key.replace("_", "-") in APPS[cfg.app].path_options and isinstance(value, str) and (base / value).is_file():
+        if key.replace("_", "-") in CONFIG_APPS[cfg.app][1].path_options and isinstance(value, str) and (base / value).is_file():
             options[key] = take(value, "data")
     if Path(profile).suffix in (".yaml", ".yml"):
         changes["profile"] = take(profile, "data")
@@ -178,16 +176,13 @@ def _config_yaml(cfg: Any) -> bytes:
 
 
 def _wheel(app: str) -> tuple[str, bytes]:
-    from devices.deploy.wheel import build_wheel
-    from sdk.appconfig import APPS
+    from deploy.wheel import build_wheel
 
-    return build_wheel(APPS[app].package)
+    return build_wheel(CONFIG_APPS[app][0].package)
 
 
 def _device_classes(app: str, delegates: tuple[str, ...]) -> list[str]:
-    from sdk.appconfig import APPS
-
-    devices = list(APPS[app].devices)
+    devices = list(CONFIG_APPS[app][1].devices)
     for d in delegates:
         if d.startswith("edgetpu"):
             devices.append("edgetpu-pci" if ":pci" in d else "edgetpu-usb")
@@ -200,7 +195,7 @@ def download_wheels(target: Target) -> dict[str, bytes]:
     Raises:
         EdgeSDKError: pip failed (no network, no wheel for the target).
     """
-    from devices.deploy.wheel import project_metadata
+    from deploy.wheel import project_metadata
 
     _, deps = project_metadata()
     plats = [a for p in target.platforms() for a in ("--platform", p)]

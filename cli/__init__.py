@@ -1,4 +1,4 @@
-"""The ``edgesdk`` command line.
+"""The ``edgesdk`` command line: the top floor, which may use every package below it.
 
 Commands are registered explicitly in :data:`COMMANDS` (name to module). Each module has
 ``register(subparsers, common)`` adding its parser(s) with ``set_defaults(func=...)``; the
@@ -16,37 +16,29 @@ import os
 import sys
 from collections.abc import Sequence
 
+from apps.registry import APPS
 from sdk import __version__
-from sdk.cli.output import Output
+from sdk.console import Output, common_parent
 from sdk.errors import EdgeSDKError
 
-# command -> module; order is the order in --help
+# command -> module; order is the order in --help. The apps' own commands come from
+# apps/registry.py (one module per app, inserted after "devices").
 COMMANDS: dict[str, str] = {
-    "convert": "converters.cli",
-    "inspect": "sdk.cli.inspect_cmd",
-    "bench": "sdk.cli.bench",
-    "devices": "devices.cli",
-    "trigger-word": "apps.trigger_word.cli",
-    "detect": "apps.detect.cli",
-    "face": "apps.face.cli",
-    "eval": "sdk.cli.app_commands",
-    "models": "sdk.models_cli",
-    "config": "sdk.cli.config_cmd",
-    "run": "sdk.cli.config_cmd",
-    "deploy": "sdk.cli.deploy_cmd",
-    "demo": "sdk.cli.demo",
+    "convert": "cli.convert",
+    "inspect": "cli.inspect_cmd",
+    "bench": "cli.bench",
+    "devices": "cli.devices",
+    **{name: f"apps.{app.package}.cli" for name, app in APPS.items()},
+    "eval": "cli.app_commands",
+    "train": "cli.app_commands",
+    "models": "cli.models",
+    "config": "cli.config",
+    "run": "cli.config",
+    "deploy": "cli.deploy",
+    "demo": "cli.demo",
 }
 
 log = logging.getLogger("edgesdk")
-
-
-def common_parent() -> argparse.ArgumentParser:
-    """Options every command takes (``--json``, ``-v``, ``-q``), usable after the command name."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--json", action="store_true", help="print one JSON object per line on stdout")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-vv for debug)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
-    return p
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sdk.cli.output import Output, table
+from sdk.console import Output, table
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -53,8 +53,8 @@ def _bundle(args: argparse.Namespace, out: Output) -> int:
     import tempfile
     from pathlib import Path
 
-    from devices.deploy.bundle import config_for_model, make_bundle
-    from sdk.appconfig import load_config
+    from apps.config import load_config
+    from deploy.bundle import config_for_model, make_bundle
     from sdk.errors import ConfigError
 
     with tempfile.TemporaryDirectory(prefix="edgesdk-bundle-") as tmp:
@@ -76,7 +76,7 @@ def _bundle(args: argparse.Namespace, out: Output) -> int:
 
 
 def _push(args: argparse.Namespace, out: Output) -> int:
-    from devices.deploy.push import Remote, parse_hosts, push_many
+    from deploy.push import Remote, parse_hosts, push_many
 
     hosts = parse_hosts(args.hosts, args.hosts_file, args.port)
     remote = Remote(identity=args.identity, remote_dir=args.remote_dir, connect_timeout=args.connect_timeout)
@@ -86,7 +86,7 @@ def _push(args: argparse.Namespace, out: Output) -> int:
 
 
 def _status(args: argparse.Namespace, out: Output) -> int:
-    from devices.deploy.push import Remote, parse_hosts, status_many
+    from deploy.push import Remote, parse_hosts, status_many
 
     hosts = parse_hosts(args.hosts, args.hosts_file, args.port)
     remote = Remote(identity=args.identity, remote_dir=args.remote_dir, connect_timeout=args.connect_timeout)

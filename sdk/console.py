@@ -1,7 +1,12 @@
-"""Results on stdout: human text, or one JSON object per line with ``--json``."""
+"""Console helpers every command shares: results on stdout (human text or JSON lines), tables,
+and the common option groups (``--json``/``-v``/``-q``, the runner flags).
+
+The app commands (``apps/<app>/cli.py``) and the top-floor ``cli/`` both use them, so they
+live here, on the ground floor, once."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -10,7 +15,7 @@ from typing import Any, TextIO
 import numpy as np
 
 
-def _default(o: Any) -> Any:
+def to_jsonable(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -37,7 +42,7 @@ class Output:
         for sink in self.sinks:
             sink(obj)
         if self.json_mode:
-            self.stream.write(json.dumps(obj, default=_default, separators=(", ", ": ")) + "\n")
+            self.stream.write(json.dumps(obj, default=to_jsonable, separators=(", ", ": ")) + "\n")
         else:
             self.stream.write((text if text is not None else format_mapping(obj)) + "\n")
         self.stream.flush()
@@ -72,3 +77,42 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, 
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)).rstrip()
 
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def common_parent() -> argparse.ArgumentParser:
+    """Options every command takes (``--json``, ``-v``, ``-q``), usable after the command name."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help="print one JSON object per line on stdout")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    return p
+
+
+def add_runner_args(p: argparse.ArgumentParser) -> None:
+    """``--delegate``, ``--threads``, ``--backend``, ``--require-delegate``, ``--delegate-option``."""
+    p.add_argument("-d", "--delegate", default=None, help="cpu, edgetpu[:usb|:usb:N|:pci:N], gpu[:LIB.so] or a delegate .so path")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--backend", default=None, help="ai_edge_litert, tflite_runtime or tensorflow (default: first importable)")
+    p.add_argument("--require-delegate", action="store_true", help="fail instead of falling back to the CPU")
+    p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE", help="option for an external delegate")
+
+
+def runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Runner keyword arguments from :func:`add_runner_args` options."""
+    from sdk.errors import ConfigError
+
+    opts = {}
+    for kv in args.delegate_option:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--delegate-option expects KEY=VALUE, got {kv!r}")
+        opts[key] = value
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    return {
+        "backend": args.backend,
+        "delegate": args.delegate,
+        "threads": args.threads,
+        "require_delegate": args.require_delegate,
+        "delegate_options": opts,
+    }

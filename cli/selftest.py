@@ -11,7 +11,7 @@ import importlib.util
 import tempfile
 from pathlib import Path
 
-from sdk.cli.output import Output
+from sdk.console import Output
 
 
 def _small_cnn(path: Path):  # noqa: ANN202 - returns calibration data
@@ -39,8 +39,8 @@ def _small_cnn(path: Path):  # noqa: ANN202 - returns calibration data
 
 def runtime_demo(out: Output) -> None:
     """Convert (when TensorFlow is here), inspect and benchmark a small model."""
-    from sdk.cli.bench import measure
-    from sdk.cli.inspect_cmd import inspect_model
+    from cli.bench import measure
+    from cli.inspect_cmd import inspect_model
 
     work = Path(tempfile.mkdtemp(prefix="edgesdk-demo-"))
     models: list[Path] = []

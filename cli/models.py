@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+from pathlib import Path
 
-from sdk.cli.output import Output, table
+from sdk.console import Output, table
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -39,7 +41,9 @@ def _list(args: argparse.Namespace, out: Output) -> int:
 def _pull(args: argparse.Namespace, out: Output) -> int:
     from sdk.models_registry import pull
 
-    res = pull(args.name, args.dir, args.registry, progress=not args.no_progress and not args.quiet, convert=not args.no_convert)
+    progress = not args.no_progress and not args.quiet
+    convert = None if args.no_convert or not _host_converter() else (lambda path: convert_dlib(path, progress))
+    res = pull(args.name, args.dir, args.registry, progress=progress, convert=convert)
     text = f"{res['name']}: {res['path']} ({res['format']}, {res['license']}, sha256 {res['sha256'][:12]})"
     if res["tflite"] and res["tflite"] != res["path"]:
         text += f"\nconverted: {res['tflite']} (card: {res['card']})"
@@ -47,3 +51,22 @@ def _pull(args: argparse.Namespace, out: Output) -> int:
         text += f"\nnext: {res['next']}"
     out.emit(res, text)
     return 0
+
+
+def convert_dlib(path: Path, progress: bool = True) -> Path:
+    """A pulled dlib ``.dat`` network to ``<stem>_fp32.tflite`` with its card (host side: TensorFlow).
+
+    fp32 needs no calibration data; for int8 use ``scripts/build_face_models.py``, which
+    calibrates on aligned face chips.
+    """
+    from converters.convert import convert
+    from converters.dlib import dlib_card, load_dlib_as_keras, read_dat
+
+    net = read_dat(path)
+    out = path.with_name(f"{path.stem}_fp32.tflite")
+    convert(load_dlib_as_keras(net), mode="fp32", output=out, card=dlib_card(net), progress=progress)
+    return out
+
+
+def _host_converter() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("converters", "tensorflow"))

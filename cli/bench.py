@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.cli.output import Output, table
+from sdk.console import Output, add_runner_args, runner_kwargs, table
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -25,36 +25,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     p.add_argument("--compare", metavar="OTHER", help="a second .tflite to compare side by side")
     p.set_defaults(func=run)
-
-
-def add_runner_args(p: argparse.ArgumentParser) -> None:
-    """``--delegate``, ``--threads``, ``--backend``, ``--require-delegate``, ``--delegate-option``."""
-    p.add_argument("-d", "--delegate", default=None, help="cpu, edgetpu[:usb|:usb:N|:pci:N], gpu[:LIB.so] or a delegate .so path")
-    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--backend", default=None, help="ai_edge_litert, tflite_runtime or tensorflow (default: first importable)")
-    p.add_argument("--require-delegate", action="store_true", help="fail instead of falling back to the CPU")
-    p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE", help="option for an external delegate")
-
-
-def runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Runner keyword arguments from :func:`add_runner_args` options."""
-    from sdk.errors import ConfigError
-
-    opts = {}
-    for kv in args.delegate_option:
-        key, sep, value = kv.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--delegate-option expects KEY=VALUE, got {kv!r}")
-        opts[key] = value
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-    return {
-        "backend": args.backend,
-        "delegate": args.delegate,
-        "threads": args.threads,
-        "require_delegate": args.require_delegate,
-        "delegate_options": opts,
-    }
 
 
 def sample_inputs(runner: Any, seed: int = 0) -> list[np.ndarray]:

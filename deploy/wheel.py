@@ -76,7 +76,7 @@ def build_wheel(app_package: str | None = None) -> tuple[str, bytes]:
     entries += [
         (f"{dist}/METADATA", ("\n".join(meta) + "\n").encode()),
         (f"{dist}/WHEEL", b"Wheel-Version: 1.0\nGenerator: edgesdk-deploy\nRoot-Is-Purelib: true\nTag: py3-none-any\n"),
-        (f"{dist}/entry_points.txt", b"[console_scripts]\nedgesdk = sdk.cli:main\n"),
+        (f"{dist}/entry_points.txt", b"[console_scripts]\nedgesdk = cli:main\n"),
         (f"{dist}/top_level.txt", ("\n".join(PACKAGES) + "\n").encode()),
     ]
     record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in entries) + f"{dist}/RECORD,,\n"

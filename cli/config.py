@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import time
 from pathlib import Path
+from typing import Any
 
-from sdk.cli.output import Output
+from apps.config import load_config, to_argv
+from apps.registry import CONFIG_APPS
+from sdk.console import Output
 from sdk.errors import ConfigError
 
-DEFAULT_SOURCES = {"trigger-word": "mic", "detect": "0", "face-verify": "0", "face-identify": "0"}
-SOURCE_HELP = {
-    "trigger-word": "a .wav file, 'mic' (default input) or 'mic:DEVICE' (index or part of a name)",
-    "detect": "camera index, /dev/videoN, video or image file, folder, http:// or rtsp:// URL",
-    "face-verify": "an image file, or a camera index, /dev/videoN, video file or URL",
-    "face-identify": "an image file, or a camera index, /dev/videoN, video file or URL",
-}
+log = logging.getLogger("edgesdk.run")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from sdk.appconfig import APPS
-
     cfg = sub.add_parser("config", help="app config files (YAML)")
     cs = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     p = cs.add_parser("init", parents=[common], help="write a commented default config for APP",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("app", choices=sorted(APPS), metavar="APP", help=f"one of: {', '.join(sorted(APPS))}")
+    p.add_argument("app", choices=sorted(CONFIG_APPS), metavar="APP", help=f"one of: {', '.join(sorted(CONFIG_APPS))}")
     p.add_argument("-o", "--output", default=None, help="file to write (default: APP.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=_init)
@@ -38,14 +35,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def default_config_text(app: str) -> str:
     """A commented default config for ``app``; every option of the app command listed, commented out."""
-    from sdk.appconfig import RESERVED, option_actions
+    from apps.config import RESERVED, option_actions
+
+    spec = CONFIG_APPS[app][1]
 
     lines = [
         f"# edgesdk app config: run with `edgesdk run {app}.yaml`, ship with `edgesdk deploy bundle {app}.yaml`.",
         "# Relative paths start at this file's folder. Unknown keys are rejected.",
         f"app: {app}",
         "model: null            # .tflite with a model card; null: the app's shipped default",
-        f"source: {DEFAULT_SOURCES[app]!r}{' ' * max(1, 15 - len(repr(DEFAULT_SOURCES[app])))}# {SOURCE_HELP[app]}",
+        f"source: {spec.default_source!r}{' ' * max(1, 15 - len(repr(spec.default_source)))}# {spec.source_help}",
     ]
     if app == "face-verify":
         lines.append("name: alice            # the enrolled person to verify")
@@ -88,8 +87,6 @@ def _init(args: argparse.Namespace, out: Output) -> int:
 
 
 def _run(args: argparse.Namespace, out: Output) -> int:
-    from sdk.appconfig import load_config, run_config, to_argv
-
     if args.print_argv:
         import shlex
 
@@ -97,3 +94,53 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         out.emit({"argv": ["edgesdk", *argv]}, shlex.join(["edgesdk", *argv]))
         return 0
     return run_config(args.config, json_mode=True if args.json else None)
+
+
+def run_config(path: str | Path, json_mode: bool | None = None) -> int:
+    """Run the app ``path`` describes, with its MQTT and ``/metrics`` outputs.
+
+    Args:
+        path: The config file.
+        json_mode: Overrides ``outputs.json`` (the ``--json`` flag of ``edgesdk run``).
+
+    Returns:
+        The app command's exit code.
+    """
+    from cli import build_parser
+    from sdk.telemetry import start_telemetry
+
+    cfg = load_config(path)
+    argv = to_argv(cfg, Path(path).resolve().parent)
+    if json_mode is not None:
+        argv = [a for a in argv if a != "--json"]
+        if json_mode:
+            argv.insert(len(CONFIG_APPS[cfg.app][1].command), "--json")
+    log.info("running: edgesdk %s", " ".join(argv))
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse already printed why
+        raise ConfigError(f"{path}: the app rejected the options (see the message above)") from e
+    telemetry = start_telemetry(cfg, config_path=Path(path))
+    _exit_on_sigterm()
+    try:
+        while True:
+            rc = int(args.func(args, Output(json_mode=args.json, sinks=telemetry.sinks)) or 0)
+            if not cfg.loop or rc != 0:
+                return rc
+            time.sleep(1.0)  # a replayed file: pause between passes, so a loop never spins a core
+            args = build_parser().parse_args(argv)
+    finally:
+        telemetry.close()
+
+
+def _exit_on_sigterm() -> None:
+    """systemd and ``deploy push`` stop the app with SIGTERM: leave through ``finally`` so the
+    sources close and MQTT sends what is queued and says ``offline``."""
+    import signal
+    import threading
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, leave)
