@@ -170,7 +170,7 @@ def _option_argv(app: str, key: str, value: Any) -> list[str]:
         if callable(action.type):
             try:
                 action.type(text)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
                 raise ConfigError(f"{where}: expected {getattr(action.type, '__name__', 'a valid value')}, got {v!r}") from e
         if action.choices is not None and text not in action.choices:
             raise ConfigError(f"{where}: expected one of {list(action.choices)}, got {v!r}")

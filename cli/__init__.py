@@ -13,8 +13,10 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from apps.registry import APPS
 from sdk import __version__
@@ -41,9 +43,17 @@ COMMANDS: dict[str, str] = {
 log = logging.getLogger("edgesdk")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the SDK's one-line usage errors (sub-command parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        cmd = self.prog.removeprefix("edgesdk").strip()
+        self.exit(2, f"edgesdk: error: {cmd + ': ' if cmd else ''}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = common_parent()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgesdk",
         description="Take Keras models to small devices: convert, inspect, benchmark and run apps.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -74,6 +84,35 @@ def _broken(module_name: str, e: BaseException) -> None:
     print(f"edgesdk: warning: command(s) {commands} unavailable: {type(e).__name__}: {e}", file=sys.stderr)
 
 
+def command_flags(parser: argparse.ArgumentParser, func: object) -> dict[str, str]:
+    """Parameter (argparse ``dest``) to its long flag, for the command whose function is ``func``."""
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        if p.get_default("func") is func:
+            return {a.dest: max(a.option_strings, key=len) for a in p._actions if a.option_strings}
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    return {}
+
+
+def flag_message(e: EdgeSDKError, parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``e``'s message with the parameter it names replaced by the flag that sets it.
+
+    Library errors name parameters (``threshold must be in [0, 1]``); the user of the command
+    line typed flags (``--threshold``). A parameter the command has no flag for is left as is.
+    """
+    text = str(e)
+    param = getattr(e, "param", None)
+    flag = command_flags(parser, getattr(args, "func", None)).get(param) if param else None
+    if not flag:
+        return text
+    pattern = re.compile(rf"(?<![\w`-]){re.escape(param)}(?![\w-])|`{re.escape(param)}`")
+    replaced, n = pattern.subn(flag, text, count=1)
+    return replaced if n else f"{flag}: {text}"
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
@@ -100,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args, out) or 0)
     except EdgeSDKError as e:
-        print(f"edgesdk: error: {e}", file=sys.stderr)
+        print(f"edgesdk: error: {flag_message(e, parser, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgesdk: interrupted", file=sys.stderr)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import ModelFormatError
+from sdk.errors import ConfigError, ModelFormatError
 from sdk.tflite_file import TFLiteFile, pack, schema, unpack
 
 METADATA_NAME = "edgesdk"
@@ -154,14 +154,19 @@ def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> None
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent or ".")
+    except OSError as e:
+        raise ConfigError(f"cannot write {p} ({e.strerror}); check that its folder exists and is writable") from e
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(tmp, mode)
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise ConfigError(f"cannot write {p} ({e.strerror or e}); check the free space and that {p} is a writable file") from e
         raise
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -79,6 +80,30 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, 
     return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
+def number(kind: type = float, low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Any:
+    """An argparse ``type`` accepting a finite ``kind`` number in ``[low, high]`` (``(low, ...`` if ``low_open``).
+
+    NaN, infinities and out-of-range values are refused when the command line is parsed, with
+    the allowed range in the message; app configs check their options through the same types.
+    """
+    lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
+    hi = "" if high is None else f"{high:g}]"
+    allowed = f"in {lo or '(-inf'}, {hi or 'inf)'}"
+    name = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {name} {allowed}, got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {name} {allowed}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{name} {allowed}"
+    return parse
+
+
 def common_parent() -> argparse.ArgumentParser:
     """Options every command takes (``--json``, ``-v``, ``-q``), usable after the command name."""
     p = argparse.ArgumentParser(add_help=False)
@@ -91,7 +116,7 @@ def common_parent() -> argparse.ArgumentParser:
 def add_runner_args(p: argparse.ArgumentParser) -> None:
     """``--delegate``, ``--threads``, ``--backend``, ``--require-delegate``, ``--delegate-option``."""
     p.add_argument("-d", "--delegate", default=None, help="cpu, edgetpu[:usb|:usb:N|:pci:N], gpu[:LIB.so] or a delegate .so path")
-    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("-t", "--threads", type=number(int, 1), default=None, help="CPU threads (default: all cores)")
     p.add_argument("--backend", default=None, help="ai_edge_litert, tflite_runtime or tensorflow (default: first importable)")
     p.add_argument("--require-delegate", action="store_true", help="fail instead of falling back to the CPU")
     p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE", help="option for an external delegate")

@@ -65,7 +65,9 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(("text", "message"), [
     ("app: trigger-word\nsorce: mic\n", "Invalid field 'sorce'. Did you mean 'source'?"),
     ("app: trigger-word\nsource: mic\noptions: {treshold: 0.5}\n", "Invalid field 'options.treshold' (not an option of `edgesdk trigger-word`). Did you mean 'threshold'?"),
-    ("app: trigger-word\nsource: mic\noptions: {threshold: high}\n", "options.threshold: expected float, got 'high'"),
+    ("app: trigger-word\nsource: mic\noptions: {threshold: high}\n", "options.threshold: expected a number in [0, 1], got 'high'"),
+    ("app: trigger-word\nsource: mic\noptions: {threshold: .nan}\n", "options.threshold: expected a number in [0, 1], got nan"),
+    ("app: detect\nsource: '0'\noptions: {max_det: 0}\n", "options.max_det: expected an integer in [1, inf), got 0"),
     ("app: trigger-word\nsource: mic\noptions: {chime: 1}\n", "options.chime: expected true or false"),
     ("app: trigger-word\nsource: mic\noptions: {input: a.wav}\n", "set this with the top-level 'source' field"),
     ("app: trigger-word\nsource: mic\noutputs: {mqtt: {hots: x}}\n", "Invalid field 'outputs.mqtt.hots'. Did you mean 'host'?"),

@@ -6,8 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from sdk.console import Output, add_runner_args, runner_kwargs, table
-from sdk.errors import ConfigError
+from sdk.console import Output, add_runner_args, number, runner_kwargs, table
 from sdk.web.serve import add_serve_args
 
 log = logging.getLogger("edgesdk")
@@ -21,9 +20,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _add_post_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conf", type=float, default=None, help="score threshold; unset: the card's, else 0.25")
-    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold; unset: the card's, else 0.45")
-    p.add_argument("--max-det", type=int, default=300, help="at most this many detections per frame")
+    p.add_argument("--conf", type=number(float, 0, 1), default=None, help="score threshold; unset: the card's, else 0.25")
+    p.add_argument("--iou", type=number(float, 0, 1), default=None, help="NMS IoU threshold; unset: the card's, else 0.45")
+    p.add_argument("--max-det", type=number(int, 1), default=300, help="at most this many detections per frame")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (boxes of different classes suppress each other)")
     p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout; unset: from the card, Ultralytics metadata, then tensor shapes")
     p.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line (overrides the model's)")
@@ -43,9 +42,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--show", action="store_true", help="show annotated frames in a window (q or Esc quits)")
     p.add_argument("--realtime", action="store_true", help="pace video files at their frame rate and drop stale frames like a camera")
     p.add_argument("--size", type=_size, default=None, metavar="WxH", help="capture size asked of a camera")
-    p.add_argument("--fps", type=float, default=None, help="frame rate asked of a camera")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
-    p.add_argument("--stats-every", type=float, default=5.0, metavar="S", help="seconds between stats lines on stderr (0: only at the end)")
+    p.add_argument("--fps", type=number(float, 0, low_open=True), default=None, help="frame rate asked of a camera")
+    p.add_argument("--max-frames", type=number(int, 1), default=None, metavar="N", help="stop after N frames")
+    p.add_argument("--stats-every", type=number(float, 0), default=5.0, metavar="S", help="seconds between stats lines on stderr (0: only at the end)")
     add_runner_args(p)
     add_serve_args(p)
     p.set_defaults(func=run_detect)
@@ -69,8 +68,6 @@ def run_detect(args: argparse.Namespace, out: Output) -> int:
     from sdk.sources.video import open_source
     from sdk.web.serve import serve_options, start_web, stop_web
 
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ConfigError(f"--max-frames must be at least 1, got {args.max_frames}")
     serve = serve_options(args)
     det = make_detector(args.model, args)
     window = Window() if args.show else None
@@ -113,9 +110,9 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--compare", metavar="MODEL2", default=None, help="a second model (e.g. the float one) to compare")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the images named in the annotations")
     p.add_argument("--annotations", required=True, metavar="COCO.json", help="COCO-format ground truth")
-    p.add_argument("--conf", type=float, default=0.001, help="score threshold for AP (low, as COCO evaluation does)")
-    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold; unset: the card's, else 0.45")
-    p.add_argument("--max-det", type=int, default=100, help="detections per image (COCO uses 100)")
+    p.add_argument("--conf", type=number(float, 0, 1), default=0.001, help="score threshold for AP (low, as COCO evaluation does)")
+    p.add_argument("--iou", type=number(float, 0, 1), default=None, help="NMS IoU threshold; unset: the card's, else 0.45")
+    p.add_argument("--max-det", type=number(int, 1), default=100, help="detections per image (COCO uses 100)")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
     p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout")
     p.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line")

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from apps.registry import APPS
-from sdk.console import Output, add_runner_args, runner_kwargs
+from sdk.console import Output, add_runner_args, number, runner_kwargs
 from sdk.errors import ConfigError
 from sdk.web.serve import add_serve_args
 
@@ -34,11 +34,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     src.add_argument(
         "--mic", nargs="?", const="", metavar="DEVICE", help="record from a microphone: the default one, or an index or part of a name"
     )
-    p.add_argument("--threshold", type=float, default=None, help="detection threshold; None: the model card's")
-    p.add_argument("--smoothing", type=int, default=None, help="average this many scores; None: the card's, else 1")
-    p.add_argument("--refractory", type=float, default=None, help="seconds without a second event; None: the card's, else 1.0")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of audio")
-    p.add_argument("--chunk", type=int, default=1280, help="samples per audio chunk read from the source")
+    p.add_argument("--threshold", type=number(float, 0, 1), default=None, help="detection threshold; None: the model card's")
+    p.add_argument("--smoothing", type=number(int, 1), default=None, help="average this many scores; None: the card's, else 1")
+    p.add_argument("--refractory", type=number(float, 0), default=None, help="seconds without a second event; None: the card's, else 1.0")
+    p.add_argument("--duration", type=number(float, 0, low_open=True), default=None, help="stop after this many seconds of audio")
+    p.add_argument("--chunk", type=number(int, 1), default=1280, help="samples per audio chunk read from the source")
     p.add_argument("--chime", action="store_true", help="play a short tone on each detection")
     p.add_argument("--exec", dest="exec_cmd", metavar="CMD", help="run CMD per detection (no shell); EDGESDK_WORD/TIME/SCORE in its env")
     add_runner_args(p)
@@ -57,8 +57,8 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--compare", metavar="M2", help="a second model evaluated on the same audio")
     p.add_argument("--positives", required=True, metavar="DIR", help="folder of .wav clips, each holding the word once")
     p.add_argument("--negatives", required=True, metavar="DIR", help="folder of .wav files without the word (concatenated)")
-    p.add_argument("--threshold", type=float, default=None, help="operating threshold; None: the card's")
-    p.add_argument("--max-delay", type=float, default=1.0, help="an event up to this many seconds after the word end counts")
+    p.add_argument("--threshold", type=number(float, 0, 1), default=None, help="operating threshold; None: the card's")
+    p.add_argument("--max-delay", type=number(float, 0), default=1.0, help="an event up to this many seconds after the word end counts")
     p.add_argument("--plot", metavar="OUT.png", help="write a DET curve (needs matplotlib)")
     add_runner_args(p)
     p.set_defaults(func=run_eval)
@@ -140,14 +140,10 @@ def _source(args: argparse.Namespace, rate: int):
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from apps.trigger_word.app import TriggerWordDetector
+    from apps.trigger_word.app import TriggerWordDetector, default_model
     from sdk.web.serve import serve_options, start_web, stop_web
 
-    if args.chunk < 1:
-        raise ConfigError(f"--chunk: expected >= 1 sample, got {args.chunk}")
     serve = serve_options(args)
-    from apps.trigger_word.app import default_model
-
     model = args.model or default_model()
     det = TriggerWordDetector(model, args.threshold, args.smoothing, args.refractory, runner_kwargs=runner_kwargs(args))
     web = start_web(serve, out, "trigger-word", det.runner, args.input or f"mic {args.mic or 'default'}", frame_hook=True)
