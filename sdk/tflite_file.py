@@ -145,6 +145,8 @@ class TFLiteFile:
         p = Path(path)
         if p.is_dir():
             raise ModelFormatError(f"{p}: is a directory; expected a .tflite file")
+        if p.exists() and not p.is_file():  # reading a FIFO would block forever
+            raise ModelFormatError(f"{p}: not a regular file (a FIFO, socket or device); expected a .tflite file")
         try:
             data = p.read_bytes()
         except FileNotFoundError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,7 +115,10 @@ class WavFileSource:
         if self.chunk < 1:
             raise SourceError(f"{path}: chunk must be >= 1 sample, got {chunk}")
         try:
-            size = self.path.stat().st_size
+            st = self.path.stat()
+            if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block forever
+                raise SourceError(f"{path}: not a regular file (a FIFO, socket or device); give a .wav file")
+            size = st.st_size
             with self.path.open("rb") as f:
                 self.info = _parse_header(f, str(path), size)
         except OSError as e:
@@ -166,6 +170,8 @@ class WavFileSource:
                 left -= n
                 got = len(raw) // info.frame_bytes
                 mono = _decode(raw[: got * info.frame_bytes], info).mean(axis=1, dtype=np.float32)
+                if info.fmt == _FLOAT and not np.isfinite(mono).all():
+                    raise SourceError(f"{self.path}: float WAV with NaN or infinite samples; re-export the audio")
                 done = got == 0 or left == 0
                 out = resampler.process(mono)
                 if done:

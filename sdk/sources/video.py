@@ -197,12 +197,17 @@ class ImageSource(VideoSource):
 
     def _frames(self) -> Iterator[tuple[np.ndarray, float, str | None]]:
         cv2 = _cv2()
+        read = 0
         for p in self.paths:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR) if p.is_file() else None
             if img is None:
                 log.warning("edgesdk: warning: %s: cannot read this image, skipped", p)
                 continue
+            read += 1
             yield img, 0.0, str(p)
+        if not read:  # nothing processed is a failure, not an empty success
+            what = "this image" if len(self.paths) == 1 else f"any of the {len(self.paths)} images"
+            raise SourceError(f"{self.name}: cannot read {what}; check that they are JPEG/PNG/BMP/WebP files")
 
 
 class VideoFileSource(VideoSource):
@@ -398,6 +403,8 @@ def open_source(spec: str | int | Path, size: tuple[int, int] | None = None, fps
     path = Path(text)
     if not path.exists():
         raise SourceError(f"{text}: no such file, folder or camera; expected a camera index, /dev/videoN, a file, a folder or a URL")
+    if not path.is_dir() and not path.is_file():  # opening a FIFO would block forever
+        raise SourceError(f"{text}: not a regular file (a FIFO, socket or device); give a video or image file, a folder or /dev/videoN")
     if path.is_dir() or path.suffix.lower() in IMAGE_EXTS:
         return ImageSource(path)
     return VideoFileSource(path, realtime)
