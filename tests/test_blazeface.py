@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from apps.face.app import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_PHOTO
 from sdk.card import read_card
 from sdk.face import align, samples
 from sdk.face.blazeface import (
@@ -22,7 +23,7 @@ from sdk.face.blazeface import (
     ssd_anchors,
     weighted_nms,
 )
-from sdk.face.pipeline import DEFAULT_DETECTOR, DEFAULT_EMBEDDER, FacePipeline
+from sdk.face.pipeline import FacePipeline
 from sdk.types import Box
 
 # dlib's HOG detector box for the astronaut's face (reference, measured once with dlib-bin)
@@ -31,7 +32,7 @@ ASTRONAUT_FACE = Box(175, 76, 265, 166)
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    return samples.load_sample()
+    return samples.load_sample(SAMPLE_PHOTO)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def detector() -> BlazeFace:
 
 @pytest.fixture(scope="module")
 def pipeline() -> FacePipeline:
-    return FacePipeline(threads=1)
+    return FacePipeline(DEFAULT_DETECTOR, DEFAULT_MODEL, threads=1)
 
 
 def test_anchor_layout_matches_mediapipe_short_range():
@@ -222,17 +223,20 @@ def test_pipeline_missing_model_is_a_clear_error(tmp_path):
     from sdk.errors import ModelFormatError
 
     with pytest.raises(ModelFormatError, match="not found"):
-        FacePipeline(embed_model=tmp_path / "nope.tflite")
+        FacePipeline(DEFAULT_DETECTOR, tmp_path / "nope.tflite")
+    with pytest.raises(ModelFormatError, match="detector model not found"):
+        FacePipeline(tmp_path / "nope.tflite", DEFAULT_MODEL)
     with pytest.raises(ModelFormatError, match="expected 'face-embed'"):
-        FacePipeline(embed_model=DEFAULT_DETECTOR)
+        FacePipeline(DEFAULT_DETECTOR, DEFAULT_DETECTOR)
 
 
 def test_device_side_never_imports_tensorflow():
     code = ("import sys; sys.modules['tensorflow'] = None\n"
             "from sdk.face.pipeline import FacePipeline\nfrom sdk.face import samples\n"
-            "fp = FacePipeline(threads=1); f = fp.faces(samples.load_sample())[0]\n"
+            f"fp = FacePipeline({str(DEFAULT_DETECTOR)!r}, {str(DEFAULT_MODEL)!r}, threads=1)\n"
+            f"f = fp.faces(samples.load_sample({str(SAMPLE_PHOTO)!r}))[0]\n"
             "print(fp.embed(f.chip).shape)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "(128,)" in out.stdout
-    assert DEFAULT_EMBEDDER.is_file()
+    assert DEFAULT_MODEL.is_file()

@@ -300,7 +300,7 @@ def test_bad_inputs(models, video, tmp_path, capsys):
     code, _, err = run_cli(["detect", "-m", split, "-s", str(video), "--yolo", "v2"], capsys)
     assert code == 2 and "[1, 16, 2]" in err and "--yolo" in err
     code, _, err = run_cli(["detect", "-m", split, "-s", str(video), "--conf", "1.5"], capsys)
-    assert code == 2 and "--conf must be between 0 and 1" in err
+    assert code == 2 and "--conf: expected a number in [0, 1], got '1.5'" in err
     with pytest.raises(ConfigError, match="--labels"):
         Detector(Runner(split), Settings(labels_file=str(tmp_path / "missing.txt")))
     if "NONE" in cv2.getBuildInformation().split("GUI:")[1].splitlines()[0]:  # headless OpenCV

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from apps.face.app import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_PHOTO
 from converters.dlib import load_dlib_as_keras, read_dat
 from sdk.errors import ModelFormatError
 from sdk.face import align, samples
@@ -143,7 +144,7 @@ def reference():
     sp = dlib.shape_predictor(str(_models() / "shape_predictor_5_face_landmarks.dat"))
     det = dlib.get_frontal_face_detector()
     rows = []
-    for bgr in samples.variants(samples.load_sample(), 8, seed=3):
+    for bgr in samples.variants(samples.load_sample(SAMPLE_PHOTO), 8, seed=3):
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])
         found = det(rgb, 1)
         if not found:
@@ -173,10 +174,9 @@ def test_keras_float_equals_dlib(keras_model, reference):
 
 
 def test_shipped_int8_model_close_to_dlib(reference):
-    from sdk.face.pipeline import DEFAULT_EMBEDDER
     from sdk.runner import Runner
 
-    r = Runner(DEFAULT_EMBEDDER, threads=1)
+    r = Runner(DEFAULT_MODEL, threads=1)
     got = np.stack([r.run(c[None].astype(np.float32))[0][0] for _, c, _ in reference])
     ref = np.stack([d for *_, d in reference])
     assert _cos(got, ref).min() >= 0.98
@@ -186,7 +186,7 @@ def test_blazeface_alignment_cost_is_bounded(reference):
     """Our pipeline (BlazeFace keypoints + int8) against dlib's own (5-point alignment + float)."""
     from sdk.face.pipeline import FacePipeline
 
-    fp = FacePipeline(threads=1)
+    fp = FacePipeline(DEFAULT_DETECTOR, DEFAULT_MODEL, threads=1)
     dists = []
     for bgr, _, ref in reference:
         faces = fp.faces(bgr)

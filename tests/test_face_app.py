@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from apps.face.app import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_PHOTO
 from cli import main
 from sdk.face.haar import HaarDetector, find_cascade
 
@@ -285,9 +286,7 @@ def test_camera_enroll_and_debounced_verify(capsys, tmp_path, faces):
     assert code == 2 and "only 0 of 2 usable frames" in err
 
 
-DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "apps" / "face" / "models"
-needs_default = pytest.mark.skipif(not (DEFAULT_MODELS / "face_embed_int8.tflite").is_file()
-                                   or not (DEFAULT_MODELS / "face_detect_short_range.tflite").is_file(),
+needs_default = pytest.mark.skipif(not DEFAULT_MODEL.is_file() or not DEFAULT_DETECTOR.is_file(),
                                    reason="the default face models are not built")
 
 
@@ -296,12 +295,12 @@ def test_default_pipeline_end_to_end(capsys, tmp_path):
     """BlazeFace + dlib ResNet int8: enrol the bundled photo, verify a variant, refuse a stranger."""
     from sdk.face.samples import load_sample, variants
 
-    photo = Path(__file__).resolve().parent / "data" / "faces" / "astronaut.jpg"
+    photo = SAMPLE_PHOTO
     db = tmp_path / "faces.db"
     code, rows, _ = cli(capsys, "face", "enroll", "astro", str(photo), "--db", str(db), "--threads", "1")
     assert code == 0 and rows[0]["enrolled"] == 1
     var = tmp_path / "variant.jpg"
-    cv2.imwrite(str(var), variants(load_sample(), 2, seed=7)[1])
+    cv2.imwrite(str(var), variants(load_sample(photo), 2, seed=7)[1])
     code, rows, _ = cli(capsys, "face", "verify", "astro", str(var), "--db", str(db))
     assert code == 0 and rows[0]["match"] is True and rows[0]["distance"] < 0.5
     stranger = tmp_path / "stranger.png"
@@ -313,6 +312,15 @@ def test_default_pipeline_end_to_end(capsys, tmp_path):
     code, _, err = cli(capsys, "face", "verify", "astro", str(var), "--db", str(db), "--detector", "haar",
                        "--model", str(write_model(tmp_path / "tiny.tflite")))
     assert code == 2 and "face_embed_int8.tflite" in err  # a database made with the default model
+
+
+def test_sample_photo_ships_with_the_face_app():
+    """The demo photo and its licence are package data of apps/face (installs and bundles carry them)."""
+    from deploy.wheel import source_files
+
+    assert SAMPLE_PHOTO.is_file() and SAMPLE_PHOTO.parent == DEFAULT_MODEL.parent.parent / "samples"
+    assert "public domain" in (SAMPLE_PHOTO.parent / "README.md").read_text().lower()
+    assert Path("apps/face/samples/astronaut.jpg") in source_files("face")
 
 
 @needs_default
@@ -351,8 +359,8 @@ def test_eval_side_by_side_with_dlib(capsys, tmp_path):
     pytest.importorskip("face_recognition_models")
     from sdk.face.samples import load_sample, variants
 
-    photo = Path(__file__).resolve().parent / "data" / "faces" / "astronaut.jpg"
-    cv2.imwrite(str(tmp_path / "v.jpg"), variants(load_sample(), 2, seed=7)[1])
+    photo = SAMPLE_PHOTO
+    cv2.imwrite(str(tmp_path / "v.jpg"), variants(load_sample(photo), 2, seed=7)[1])
     big = np.full((300, 300, 3), 128, np.uint8)
     big[50:250, 50:250] = cv2.resize(lfw_face(0)[50:150, 50:150], (200, 200), interpolation=cv2.INTER_CUBIC)
     cv2.imwrite(str(tmp_path / "s.png"), big)

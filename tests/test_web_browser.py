@@ -167,13 +167,14 @@ def test_trigger_word_page_shows_scores_and_events(browser, tmp_path):
 
 
 def test_face_page_shows_decisions_and_identities(browser, tmp_path):
+    from apps.face.app import SAMPLE_PHOTO
     from sdk.face.samples import load_sample, variants
 
     db = tmp_path / "faces.db"
-    photo = ROOT / "tests/data/faces/astronaut.jpg"
+    photo = SAMPLE_PHOTO
     subprocess.run([sys.executable, "-m", "cli", "face", "enroll", "astro", str(photo), "--db", str(db), "--threads", "1", "-q"],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    imgs = variants(load_sample(), 6, seed=3)
+    imgs = variants(load_sample(photo), 6, seed=3)
     video = tmp_path / "faces.avi"
     h, w = imgs[0].shape[:2]
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sdk.decoders import choose_decoder, make_decoder
+from sdk.decoders.grid import V2_ANCHORS
 from sdk.errors import ModelFormatError
-from sdk.yolo import V2_ANCHORS, choose_decoder, make_decoder
 
 W, H = 320, 256
 # (x1, y1, x2, y2), class, score
@@ -185,7 +186,7 @@ def _quantize(x: np.ndarray, rng) -> tuple[np.ndarray, tuple[float, int]]:
 @pytest.mark.parametrize("seed", range(6))
 def test_quantized_domain_threshold_gives_exactly_the_float_path(seed):
     """decode_raw (compare in int8, dequantize the few rows that pass) == dequantize all, then decode."""
-    from sdk.yolo import dequantize
+    from sdk.quant import dequantize
 
     rng = np.random.default_rng(seed)
     n, c = 300, int(rng.integers(1, 9))

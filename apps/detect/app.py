@@ -21,12 +21,12 @@ import numpy as np
 
 from apps.registry import APPS
 from sdk.card import ultralytics_metadata
+from sdk.decoders import choose_decoder
 from sdk.errors import ConfigError, ModelFormatError
 from sdk.image import Preprocessor
 from sdk.nms import nms
 from sdk.stats import StageStats
 from sdk.types import Box, Detection, Frame
-from sdk.yolo import choose_decoder
 
 log = logging.getLogger("edgesdk")
 

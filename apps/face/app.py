@@ -6,6 +6,9 @@ the default pipeline's BlazeFace (with landmarks, so chips are aligned) or the H
 (no landmarks: a square crop with a margin). Every image must give exactly one usable face:
 none, several (unless ``largest``), tiny or blurred faces are refused with the reason, and
 nothing is written to the store unless every image of an enrolment is usable.
+
+The app's shipped files are named here once: :data:`DEFAULT_MODEL` (the embedder, from
+:mod:`apps.registry`), :data:`DEFAULT_DETECTOR` beside it and :data:`SAMPLE_PHOTO`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from apps.registry import APPS
 from sdk.embeddings import EmbeddingStore, Match
 from sdk.errors import EdgeSDKError, ModelFormatError
 from sdk.lazy import require
@@ -26,6 +30,11 @@ from sdk.stats import StageStats
 from sdk.types import Box, Detection
 
 log = logging.getLogger("edgesdk.face")
+
+DEFAULT_MODEL = APPS["face"].default_model_path  # dlib ResNet int8 embedder
+DEFAULT_DETECTOR = DEFAULT_MODEL.with_name("face_detect_short_range.tflite")  # BlazeFace short-range
+# in the package (not under tests/) so installs and deployment bundles carry it for `edgesdk demo`
+SAMPLE_PHOTO = APPS["face"].folder / "samples" / "astronaut.jpg"
 
 
 class FaceError(EdgeSDKError, ValueError):

@@ -134,3 +134,12 @@ def pair_distances(vectors: np.ndarray, labels: np.ndarray, metric: str = "eucli
         d = np.linalg.norm(v[iu] - v[ju], axis=1)
     same = lab[iu] == lab[ju]
     return d[same], d[~same]
+
+
+def verification(emb: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> dict[str, float]:
+    """AUC, EER (+ threshold) and accuracy at ``threshold`` (default: the EER's) over all pairs of ``emb``."""
+    g, i = pair_distances(emb, labels)
+    rate, thr = eer(g, i)
+    t = thr if threshold is None else threshold
+    return {"auc": round(roc(g, i).auc(), 4), "eer": round(rate, 4), "eer_threshold": round(thr, 4),
+            "accuracy": round(accuracy_at(g, i, t), 4), "genuine_pairs": int(g.size), "impostor_pairs": int(i.size)}

@@ -191,7 +191,7 @@ def _compare(args: argparse.Namespace, out: Output) -> int:
 
 
 def _calibrate(args: argparse.Namespace, out: Output) -> int:
-    from apps.face.evaluate import calibrate_report
+    from apps.face.eval import calibrate_report
 
     app = _app(args)
     res = calibrate_report(app, args.pairs, args.far, store_it=not args.dry_run)
@@ -228,7 +228,7 @@ def _remove(args: argparse.Namespace, out: Output) -> int:
 
 
 def _eval(args: argparse.Namespace, out: Output) -> int:
-    from apps.face.evaluate import evaluate_pairs
+    from apps.face.eval import evaluate_pairs
 
     app = _app(args, with_store=False)
     for row in evaluate_pairs(app, args.pairs, args.far, compare_dlib=args.compare_dlib):

@@ -1,9 +1,10 @@
 """``edgesdk demo`` part for the face app: enrol the bundled photo, verify and identify variants of it.
 
 Uses the shipped default pipeline (BlazeFace → aligned chip → dlib ResNet int8) and a
-temporary database, so nothing is left behind. The variants are the bundled photo rotated,
-rescaled, relit and re-encoded (``sdk.face.samples.variants``), standing in for a second
-photo of the same person.
+temporary database, so nothing is left behind. The photo is ``samples/astronaut.jpg``
+(:data:`apps.face.app.SAMPLE_PHOTO`, part of the package, so installs and deployment bundles
+have it); the variants are it rotated, rescaled, relit and re-encoded
+(``sdk.face.samples.variants``), standing in for a second photo of the same person.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sdk.console import Output
 
 def demo(out: Output) -> None:
     """Enrol, verify, identify and compare on the bundled sample with the default pipeline."""
-    from apps.face.app import FaceApp, FaceError
+    from apps.face.app import SAMPLE_PHOTO, FaceApp, FaceError
     from apps.face.loader import load_embedder
     from sdk.embeddings import EmbeddingStore
     from sdk.errors import ModelFormatError
@@ -25,7 +26,7 @@ def demo(out: Output) -> None:
 
     try:
         emb = load_embedder(None, "blazeface")
-        photo = load_sample()
+        photo = load_sample(SAMPLE_PHOTO)
     except (ModelFormatError, FileNotFoundError) as e:
         out.emit({"app": "face", "status": "default pipeline missing", "error": str(e)}, f"  default pipeline missing: {e}")
         return
@@ -34,9 +35,10 @@ def demo(out: Output) -> None:
         store = EmbeddingStore(Path(d) / "faces.db", emb.model_hash, emb.dim, emb.metric, emb.threshold, emb.model_name)
         app = FaceApp(emb, store)
         t0 = time.perf_counter()
-        res = app.enroll_vectors("astronaut", app.embed_image(photo, "astronaut.jpg")[None], ["astronaut.jpg"])
+        name = SAMPLE_PHOTO.name
+        res = app.enroll_vectors("astronaut", app.embed_image(photo, name)[None], [name])
         out.emit({"app": "face", "action": "enroll", **res, "ms": round((time.perf_counter() - t0) * 1e3, 1)},
-                 f"  enroll astronaut.jpg -> {res['embeddings']} embedding(s)")
+                 f"  enroll {name} -> {res['embeddings']} embedding(s)")
         shown = 0
         for k, img in enumerate(variants(photo, 12, seed=7)[1:], 1):
             try:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from apps.face.train import CROP_MARGIN, normalise, verification
+from apps.face.calibrate import verification
+from apps.face.model import CROP_MARGIN, normalise
 
 
 def embed_tflite(path: str | Path, chips: np.ndarray) -> np.ndarray:

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from apps.face.app import Face, TFLiteEmbedder
+from apps.face.app import DEFAULT_DETECTOR, DEFAULT_MODEL, Face, TFLiteEmbedder
+from apps.registry import APPS
 from sdk.errors import ModelFormatError
-
-MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
 class PipelineEmbedder:
@@ -43,7 +42,6 @@ def make_detector(kind: str, min_face: float = 40, **runner_kwargs: Any) -> Any:
 
         return HaarDetector(min_size=int(min_face))
     from sdk.face.blazeface import BlazeFace
-    from sdk.face.pipeline import DEFAULT_DETECTOR
 
     if not DEFAULT_DETECTOR.is_file():
         raise ModelFormatError(f"{DEFAULT_DETECTOR}: BlazeFace model missing; use --detector haar")
@@ -60,16 +58,18 @@ def load_embedder(model: str | Path | None, detector: str = "blazeface", min_fac
     from sdk.card import read_card
     from sdk.face import pipeline as fp
 
-    path = Path(model) if model is not None else fp.DEFAULT_EMBEDDER
+    path = Path(model) if model is not None else DEFAULT_MODEL
     if not path.is_file():
         hint = ("the shipped default is missing; pass --model EMBED.tflite (a face-embed model, e.g. from "
                 "`edgesdk train face` or `edgesdk models pull`)") if model is None else "no such file"
         raise ModelFormatError(f"{path}: {hint}")
     card = read_card(path)
-    aligned = path == fp.DEFAULT_EMBEDDER or bool(card and "align" in card.input)
+    aligned = path == DEFAULT_MODEL or bool(card and "align" in card.input)
     quality = {k: v for k, v in (("min_face", min_face), ("min_sharpness", min_sharpness)) if v is not None}
     if detector == "blazeface" and aligned:
-        pipe = fp.FacePipeline(embed_model=path, min_face_px=quality.get("min_face", fp.MIN_FACE_PX),
+        if not DEFAULT_DETECTOR.is_file():
+            raise ModelFormatError(f"{DEFAULT_DETECTOR}: face detector model not found (rebuild with: python {APPS['face'].rebuild})")
+        pipe = fp.FacePipeline(DEFAULT_DETECTOR, path, min_face_px=quality.get("min_face", fp.MIN_FACE_PX),
                                min_sharpness=quality.get("min_sharpness", fp.MIN_SHARPNESS), **runner_kwargs)
         return PipelineEmbedder(pipe, path.name)
     return TFLiteEmbedder(path, make_detector(detector, quality.get("min_face", 40), **runner_kwargs), **quality, **runner_kwargs)

@@ -18,8 +18,14 @@ from typing import Any
 import numpy as np
 
 MARGIN = 0.2
+CROP_MARGIN = 0.2  # square crop around the detector's box, share of its side (the card's input.crop_margin)
 # (filters, stride) of the depthwise-separable blocks after the stem
 BLOCKS = ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (192, 2), (192, 1), (256, 2))
+
+
+def normalise(chips: np.ndarray) -> np.ndarray:
+    """uint8 RGB → the network's input, ``(pixel - 127.5) / 127.5`` (the card's mean/std)."""
+    return (chips.astype(np.float32) - 127.5) / 127.5
 
 
 def build_embedding_model(input_size: int = 96, embedding_size: int = 128, width: float = 1.0, dropout: float = 0.2) -> Any:

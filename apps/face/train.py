@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from apps.face.calibrate import verification
+from apps.face.int8 import convert_and_measure
+from apps.face.model import CROP_MARGIN, build_embedding_model, normalise, semi_hard_triplet_loss
 from sdk.errors import ConfigError
 
 log = logging.getLogger("edgesdk.face")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-CROP_MARGIN = 0.2
 
 
 def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -96,11 +98,6 @@ def load_faces(data: str | Path, size: int, detector: str) -> tuple[np.ndarray, 
     return np.stack(chips), np.array(labels), [d.name for d in people]
 
 
-def normalise(chips: np.ndarray) -> np.ndarray:
-    """uint8 RGB → the network's input, ``(pixel - 127.5) / 127.5`` (the card's mean/std)."""
-    return (chips.astype(np.float32) - 127.5) / 127.5
-
-
 def augment(chips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random mirror, shift (up to 6%), contrast and brightness, per image, vectorised over the batch."""
     x = chips.astype(np.float32)
@@ -114,22 +111,9 @@ def augment(chips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((x - 127.5) * gain + 127.5 + bias, 0, 255)
 
 
-def verification(emb: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> dict[str, float]:
-    """AUC, EER (+ threshold) and accuracy at ``threshold`` (default: the EER's) over all pairs."""
-    from apps.face import calibrate as cal
-
-    g, i = cal.pair_distances(emb, labels)
-    rate, thr = cal.eer(g, i)
-    t = thr if threshold is None else threshold
-    return {"auc": round(cal.roc(g, i).auc(), 4), "eer": round(rate, 4), "eer_threshold": round(thr, 4),
-            "accuracy": round(cal.accuracy_at(g, i, t), 4), "genuine_pairs": int(g.size), "impostor_pairs": int(i.size)}
-
-
 def fit(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, args: argparse.Namespace) -> tuple[Any, dict]:
     """Train with early stopping on the held-out EER; returns the best model and its held-out numbers."""
     import keras
-
-    from apps.face.model import build_embedding_model, semi_hard_triplet_loss
 
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -162,8 +146,6 @@ def _split(y: np.ndarray, holdout: float, seed: int) -> np.ndarray:
 
 
 def _run(args: argparse.Namespace, out: Any) -> int:
-    from apps.face.int8 import convert_and_measure
-
     if args.size < 32 or args.people < 2 or args.per_person < 2:
         raise ConfigError("--size must be >= 32, --people and --per-person >= 2 (triplets need positives and negatives)")
     chips, y, names = load_faces(args.data, args.size, args.detector)

@@ -1,12 +1,13 @@
 """The default face pipeline: BlazeFace → aligned 150x150 chip → dlib ResNet (int8) → 128-d descriptor.
 
-Both models ship in ``apps/face/models/`` (see its README for sources, licenses and numbers)
-and carry model cards; other models with ``face-detect`` / ``face-embed`` cards can be given.
+The caller names both models: the face app ships the defaults (with a README on sources,
+licenses and numbers) and passes their paths; other models with ``face-detect`` /
+``face-embed`` cards can be given. Both carry model cards.
 
-API (what ``apps/face`` calls)::
+API (what the face app calls)::
 
     from sdk.face.pipeline import FacePipeline
-    fp = FacePipeline()                        # shipped defaults; FacePipeline(threads=1, delegate=...) passes Runner kwargs
+    fp = FacePipeline(detector_path, embed_path)  # FacePipeline(det, emb, threads=1, delegate=...) passes Runner kwargs
     faces = fp.faces(frame_bgr)                # list[Face], best score first
     face = faces[0]
     face.box, face.score, face.keypoints       # Box in pixels, float, [6, 2] (see sdk.face.blazeface.KEYPOINTS)
@@ -36,9 +37,6 @@ from sdk.face import align
 from sdk.stats import StageStats
 from sdk.types import Box
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "apps" / "face" / "models"
-DEFAULT_DETECTOR = MODELS_DIR / "face_detect_short_range.tflite"
-DEFAULT_EMBEDDER = MODELS_DIR / "face_embed_int8.tflite"
 MIN_FACE_PX = 40.0  # eye-to-mouth-scaled face size below which dlib descriptors degrade
 MIN_SHARPNESS = 15.0  # variance of the Laplacian of the grey chip (Gaussian blur sigma 1: ~26, sigma 2: ~8)
 
@@ -77,8 +75,9 @@ class FacePipeline:
     """Detect → align → embed, with per-stage latency in :attr:`stats`.
 
     Args:
-        detector_model: BlazeFace ``.tflite`` (path or bytes); default: the shipped short-range model.
-        embed_model: Face embedding ``.tflite`` with a ``face-embed`` card; default: dlib ResNet int8.
+        detector_model: BlazeFace ``.tflite`` (path or bytes), e.g. the face app's shipped short-range model.
+        embed_model: Face embedding ``.tflite`` (path or bytes) with a ``face-embed`` card, e.g. the
+            face app's dlib ResNet int8.
         min_face_px: Faces smaller than this (pixels, from the keypoints' spread) are rejected.
         min_sharpness: Chips with a Laplacian variance below this are rejected as blurred.
         score_threshold: Detector score threshold (default: the card's, 0.5).
@@ -90,14 +89,14 @@ class FacePipeline:
         ModelFormatError: A model file is missing or does not fit its role.
     """
 
-    def __init__(self, detector_model: str | Path | bytes | None = None, embed_model: str | Path | bytes | None = None, *,
+    def __init__(self, detector_model: str | Path | bytes, embed_model: str | Path | bytes, *,
                  min_face_px: float = MIN_FACE_PX, min_sharpness: float = MIN_SHARPNESS, score_threshold: float | None = None,
                  refine: bool = True, **runner_kwargs: Any) -> None:
         from sdk.face.blazeface import BlazeFace
         from sdk.runner import Runner
 
-        det = _existing(detector_model, DEFAULT_DETECTOR, "detector")
-        emb = _existing(embed_model, DEFAULT_EMBEDDER, "embedding")
+        det = _existing(detector_model, "detector")
+        emb = _existing(embed_model, "embedding")
         self.detector = BlazeFace(det, score_threshold=score_threshold, **runner_kwargs)
         self.embedder = Runner(emb, **runner_kwargs)
         card = self.embedder.card
@@ -164,13 +163,10 @@ class FacePipeline:
         return float(np.linalg.norm(a - b))
 
 
-def _existing(model: str | Path | bytes | None, default: Path, role: str) -> str | Path | bytes:
-    if model is None:
-        model = default
+def _existing(model: str | Path | bytes, role: str) -> Path | bytes:
     if isinstance(model, (bytes, bytearray)):
         return model
     p = Path(model)
     if not p.is_file():
-        hint = " (rebuild with: python scripts/build_face_models.py)" if p == default else ""
-        raise ModelFormatError(f"{p}: face {role} model not found{hint}")
+        raise ModelFormatError(f"{p}: face {role} model not found")
     return p

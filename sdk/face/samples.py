@@ -1,9 +1,10 @@
 """Photo variants of a face image, for calibration, tests and benchmarks.
 
-The project can only ship a few real face photos (see ``tests/data/faces/README.md``), so
-calibration sets and test sets are made from them with fixed-seed geometric and photometric
-changes: rotation (±20°), scale (0.45–1.3), shift, mirror, brightness/contrast/gamma,
-per-channel gains, grey, blur, sensor noise and JPEG re-encoding.
+The project can only ship a few real face photos (the face app bundles them with their
+licences), so calibration sets and test sets are made from them with fixed-seed geometric
+and photometric changes: rotation (±20°), scale (0.45–1.3), shift, mirror,
+brightness/contrast/gamma, per-channel gains, grey, blur, sensor noise and JPEG re-encoding.
+Where the photos live is the app's business: callers pass the path.
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "faces"
 
+def load_sample(path: str | Path) -> np.ndarray:
+    """A sample face photo as BGR ``uint8``.
 
-def load_sample(name: str = "astronaut.jpg") -> np.ndarray:
-    """A bundled sample photo as BGR ``uint8``."""
+    Args:
+        path: The photo file (JPEG, PNG...).
+
+    Returns:
+        The image, ``[H, W, 3]`` BGR ``uint8``.
+
+    Raises:
+        FileNotFoundError: The file is missing or not a readable image.
+    """
     import cv2
 
-    img = cv2.imread(str(SAMPLE_DIR / name), cv2.IMREAD_COLOR)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise FileNotFoundError(f"{SAMPLE_DIR / name}: sample face photo missing")
+        raise FileNotFoundError(f"{path}: sample face photo missing")
     return img
 
 
