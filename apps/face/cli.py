@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdk.console import Output, table
+from sdk.console import Output, number, table
 from sdk.web.serve import add_serve_args
 
 EXIT_CODES = """exit codes:
@@ -25,9 +25,9 @@ def _face_options() -> argparse.ArgumentParser:
     g.add_argument("--db", default=str(default_db_path()), help=f"face database (SQLite, created 0600; default {default_db_path()})")
     g.add_argument("--model", default=None, help="embedding .tflite with a face-embed card (default: the shipped pipeline)")
     g.add_argument("--detector", choices=("blazeface", "haar"), default="blazeface", help="face detector")
-    g.add_argument("--threshold", type=float, default=None, help="distance threshold (default: calibrated, else the model's)")
-    g.add_argument("--min-face", type=float, default=None, help="smallest usable face in pixels (default: the pipeline's, 40)")
-    g.add_argument("--min-sharpness", type=float, default=None, help="smallest Laplacian variance of the face (default: the pipeline's, 30)")
+    g.add_argument("--threshold", type=number(float, 0, low_open=True), default=None, help="distance threshold (default: calibrated, else the model's)")
+    g.add_argument("--min-face", type=number(float, 0), default=None, help="smallest usable face in pixels (default: the pipeline's, 40)")
+    g.add_argument("--min-sharpness", type=number(float, 0), default=None, help="smallest Laplacian variance of the face (default: the pipeline's, 30)")
     add_runner_args(g)
     return p
 
@@ -36,8 +36,8 @@ def _camera_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("camera")
     g.add_argument("--source", default=None, help="camera index, /dev/videoN, video file or URL instead of IMAGE")
-    g.add_argument("--consistent", type=int, default=3, help="frames that must agree before a decision is reported")
-    g.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: until the source ends or Ctrl-C)")
+    g.add_argument("--consistent", type=number(int, 1), default=3, help="frames that must agree before a decision is reported")
+    g.add_argument("--frames", type=number(int, 0), default=0, help="stop after this many frames (0: until the source ends or Ctrl-C)")
     return p
 
 
@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = add("enroll", "add a person from photos or camera frames", fo, cam, sel)
     p.add_argument("name", metavar="NAME")
     p.add_argument("images", nargs="*", metavar="IMAGE")
-    p.add_argument("--count", type=int, default=5, help="camera: sharp, frontal, single-face frames to keep")
+    p.add_argument("--count", type=number(int, 1), default=5, help="camera: sharp, frontal, single-face frames to keep")
     p.add_argument("--skip-bad", action="store_true", help="skip unusable images with a warning instead of failing")
     p.set_defaults(func=_enroll)
     p = add("verify", "is this NAME? (distance to NAME's nearest embedding)", fo, cam, sel)
@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=_compare)
     p = add("calibrate", "threshold from genuine vs impostor distances, stored in the database", fo)
     p.add_argument("--pairs", default=None, help="CSV: image_a,image_b,same (default: all pairs of the enrolled set)")
-    p.add_argument("--far", type=float, default=1e-3, help="target false-accept rate")
+    p.add_argument("--far", type=number(float, 0, 1, low_open=True), default=1e-3, help="target false-accept rate")
     p.add_argument("--dry-run", action="store_true", help="report only, do not store the threshold")
     p.set_defaults(func=_calibrate)
     p = add("list", "enrolled identities")
@@ -112,7 +112,7 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p = sub.add_parser("face", parents=[common, _face_options()], help="verification metrics on labelled pairs",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pairs", required=True, help="CSV: image_a,image_b,same")
-    p.add_argument("--far", type=float, default=1e-3, help="FAR for the TAR figure")
+    p.add_argument("--far", type=number(float, 0, 1, low_open=True), default=1e-3, help="FAR for the TAR figure")
     p.add_argument("--compare-dlib", action="store_true", help="also run dlib's own pipeline (needs the dlib package)")
     p.set_defaults(func=_eval)
 
