@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=_compare)
     p = add("calibrate", "threshold from genuine vs impostor distances, stored in the database", fo)
     p.add_argument("--pairs", default=None, help="CSV: image_a,image_b,same (default: all pairs of the enrolled set)")
-    p.add_argument("--far", type=number(float, 0, 1, low_open=True), default=1e-3, help="target false-accept rate")
+    p.add_argument("--far", type=number(float, 0, 1), default=1e-3, help="target false-accept rate")
     p.add_argument("--dry-run", action="store_true", help="report only, do not store the threshold")
     p.set_defaults(func=_calibrate)
     p = add("list", "enrolled identities")
@@ -112,7 +112,7 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p = sub.add_parser("face", parents=[common, _face_options()], help="verification metrics on labelled pairs",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pairs", required=True, help="CSV: image_a,image_b,same")
-    p.add_argument("--far", type=number(float, 0, 1, low_open=True), default=1e-3, help="FAR for the TAR figure")
+    p.add_argument("--far", type=number(float, 0, 1), default=1e-3, help="FAR for the TAR figure")
     p.add_argument("--compare-dlib", action="store_true", help="also run dlib's own pipeline (needs the dlib package)")
     p.set_defaults(func=_eval)
 
