@@ -87,7 +87,7 @@ class LiteRTGpuEngine:
         self.signature_names = reference.signature_names
 
     def resize(self, position: int, shape: tuple[int, ...]) -> None:
-        raise ModelFormatError("resizing inputs is not supported on the LiteRT GPU engine; use --delegate cpu")
+        raise ModelFormatError("resizing inputs is not supported on the LiteRT GPU engine; use the cpu delegate", param="delegate")
 
     def invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         for buf, x in zip(self.inputs, inputs):

@@ -74,5 +74,5 @@ def test_pair_distances_split(rng):
 def test_bad_inputs():
     with pytest.raises(ConfigError, match="genuine and impostor"):
         cal.summary([], [0.5])
-    with pytest.raises(ConfigError, match="--far"):
+    with pytest.raises(ConfigError, match=r"far must be in \[0, 1\)"):
         cal.threshold_at_far([0.1], [0.5], 1.5)

@@ -171,7 +171,7 @@ def test_course_architecture_trains_and_converts_to_int8(tmp_path) -> None:
 
 
 def test_threshold_is_chosen_for_the_false_accept_target() -> None:
-    from apps.trigger_word.train import pick_threshold
+    from apps.trigger_word.operating_point import pick_threshold
 
     det = [[0.1, 0.0, 9.0], [0.3, 0.02, 1.0], [0.5, 0.03, 0.4], [0.7, 0.03, 0.0], [0.9, 0.2, 0.0]]
     assert pick_threshold(det, 0.5) == 0.6  # lowest FRR (3%) at <= 0.5 FA/h, middle of that plateau
@@ -231,7 +231,8 @@ def test_members_trained_side_by_side_equal_members_trained_in_turn(tmp_path, rn
     """Worker processes (``--jobs 2``) give the very same members, bit for bit, and the same calibration windows."""
     import keras
 
-    from apps.trigger_word.train import TrainConfig, _train_member, _windows_path, member_configs, run_jobs, with_features
+    from apps.trigger_word.jobs import run_jobs
+    from apps.trigger_word.train import TrainConfig, _train_member, _windows_path, member_configs, with_features
 
     cfg, _ = with_features(TrainConfig(work=str(tmp_path), heads=1, epochs=2, batch=16))
     n = 1200
@@ -256,7 +257,7 @@ def test_members_trained_side_by_side_equal_members_trained_in_turn(tmp_path, rn
 
 
 def test_run_jobs_keeps_order_and_raises_a_workers_error() -> None:
-    from apps.trigger_word.train import run_jobs
+    from apps.trigger_word.jobs import run_jobs
 
     assert run_jobs(divmod, [(7, 2), (9, 4), (1, 1)], 2) == [(3, 1), (2, 1), (1, 0)]
     with pytest.raises(ZeroDivisionError):
@@ -321,9 +322,9 @@ def test_your_own_recordings_become_training_clips(tmp_path, rng) -> None:
     with pytest.raises(ConfigError, match=r"silent\.wav: no sound"):
         D.user_clips(pos, True, "activate")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="--negatives .*no .wav files"):
+    with pytest.raises(ConfigError, match="negatives .*no .wav files"):
         D.user_clips(tmp_path / "empty", False, "activate")
-    with pytest.raises(ConfigError, match="--positives .*not a folder"):
+    with pytest.raises(ConfigError, match="positives .*not a folder"):
         D.user_clips(tmp_path / "nope", True, "activate")
 
 
@@ -336,10 +337,10 @@ def test_background_folder_is_checked(tmp_path, rng) -> None:
     write_wav(bg / "click.wav", (0.1 * rng.standard_normal(1000)).astype(np.float32), 16000)
     (got,) = A.load_backgrounds(bg)  # the 2 s fan (8 kHz stereo) at 16 kHz mono; the click is too short to be a background
     assert got.ndim == 1 and abs(got.shape[0] - 2 * D.SR) <= 2
-    with pytest.raises(ConfigError, match="--backgrounds .*not a folder"):
+    with pytest.raises(ConfigError, match="backgrounds .*not a folder"):
         A.load_backgrounds(tmp_path / "nope")
     (bg / "fan.wav").unlink()
-    with pytest.raises(ConfigError, match=r"--backgrounds .*shorter than 0\.5 s"):
+    with pytest.raises(ConfigError, match=r"backgrounds .*shorter than 0\.5 s"):
         A.load_backgrounds(bg)
 
 

@@ -153,9 +153,9 @@ class TFLiteEmbedder:
         sharp = sharpness(image, d.box)
         why = None
         if side < self.min_face:
-            why = f"too small ({side:.0f} px < {self.min_face:.0f} px); use a closer photo or lower --min-face"
+            why = f"too small ({side:.0f} px < {self.min_face:.0f} px); use a closer photo or lower min_face"
         elif sharp < self.min_sharpness:
-            why = f"too blurred (sharpness {sharp:.0f} < {self.min_sharpness:.0f}); use a sharper photo or lower --min-sharpness"
+            why = f"too blurred (sharpness {sharp:.0f} < {self.min_sharpness:.0f}); use a sharper photo or lower min_sharpness"
         chip = square_crop(image, d.box, self.size, self.margin)
         return Face(d.box, d.score, chip, getattr(d, "keypoints", None), sharp, why)
 
@@ -188,12 +188,13 @@ class FaceApp:
         """The one usable face of an image, or a FaceError saying why there is none."""
         if not faces:
             raise FaceError(f"{where}: no face found (use a frontal, well-lit photo in which the face fills a good part; "
-                            "or try the other --detector)")
+                            "or try the other detector)", param="detector")
         if len(faces) > 1 and not largest:
-            raise FaceError(f"{where}: {len(faces)} faces found; crop the image to one face or pass --largest")
+            raise FaceError(f"{where}: {len(faces)} faces found; crop the image to one face or set largest", param="largest")
         face = max(faces, key=lambda f: f.box.area)
         if face.rejected:
-            raise FaceError(f"{where}: face {face.rejected}")
+            param = next((p for p in ("min_face", "min_sharpness") if p in face.rejected), None)
+            raise FaceError(f"{where}: face {face.rejected}", param=param)
         return face
 
     def embed_image(self, image: np.ndarray, where: str, largest: bool = False) -> np.ndarray:
@@ -207,7 +208,7 @@ class FaceApp:
     def require_store(self) -> EmbeddingStore:
         """The database, or a FaceError when the command was given none."""
         if self.store is None:
-            raise FaceError("this command needs a face database (--db)")
+            raise FaceError("this command needs a face database (db)", param="db")
         return self.store
 
     def enroll(self, name: str, paths: Sequence[str | Path], largest: bool = False, skip_bad: bool = False) -> dict:

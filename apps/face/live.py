@@ -73,8 +73,8 @@ def enroll_from_camera(app: FaceApp, name: str, source: str, count: int, max_fra
                 break
     if len(kept) < count:
         top = ", ".join(f"{r} ({n})" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
-        raise FaceError(f"--source {source}: only {len(kept)} of {count} usable frames in {seen}"
-                        + (f"; rejected: {top}" if top else "") + "; nothing enrolled")
+        raise FaceError(f"source {source}: only {len(kept)} of {count} usable frames in {seen}"
+                        + (f"; rejected: {top}" if top else "") + "; nothing enrolled", param="source")
     return app.enroll_vectors(name, np.stack(kept), sources)
 
 

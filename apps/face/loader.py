@@ -44,7 +44,7 @@ def make_detector(kind: str, min_face: float = 40, **runner_kwargs: Any) -> Any:
     from sdk.face.blazeface import BlazeFace
 
     if not DEFAULT_DETECTOR.is_file():
-        raise ModelFormatError(f"{DEFAULT_DETECTOR}: BlazeFace model missing; use --detector haar")
+        raise ModelFormatError(f"{DEFAULT_DETECTOR}: BlazeFace model missing; use the haar detector", param="detector")
     return BlazeFace(DEFAULT_DETECTOR, **runner_kwargs)
 
 
@@ -60,9 +60,9 @@ def load_embedder(model: str | Path | None, detector: str = "blazeface", min_fac
 
     path = Path(model) if model is not None else DEFAULT_MODEL
     if not path.is_file():
-        hint = ("the shipped default is missing; pass --model EMBED.tflite (a face-embed model, e.g. from "
+        hint = ("the shipped default is missing; give a model: EMBED.tflite (a face-embed model, e.g. from "
                 "`edgesdk train face` or `edgesdk models pull`)") if model is None else "no such file"
-        raise ModelFormatError(f"{path}: {hint}")
+        raise ModelFormatError(f"{path}: {hint}", param="model")
     card = read_card(path)
     aligned = path == DEFAULT_MODEL or bool(card and "align" in card.input)
     quality = {k: v for k, v in (("min_face", min_face), ("min_sharpness", min_sharpness)) if v is not None}

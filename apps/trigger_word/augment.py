@@ -93,10 +93,10 @@ def load_backgrounds(folder: str | Path | None) -> list[np.ndarray]:
     from sdk.errors import ConfigError
     from sdk.sources.audio import read_wav, wav_files
 
-    out = [read_wav(f, SR)[0] for f in wav_files(folder, "--backgrounds")]
+    out = [read_wav(f, SR)[0] for f in wav_files(folder, "backgrounds")]
     out = [x for x in out if x.shape[0] > SR // 2]
     if not out:
-        raise ConfigError(f"--backgrounds {folder}: every .wav in it is shorter than 0.5 s; give longer recordings of the room")
+        raise ConfigError(f"backgrounds {folder}: every .wav in it is shorter than 0.5 s; give longer recordings of the room", param="backgrounds")
     return out
 
 

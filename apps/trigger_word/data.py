@@ -105,7 +105,7 @@ def check_word(word: str) -> str:
     """Normalise and validate a trigger word (letters, spaces, apostrophes, hyphens)."""
     w = " ".join(word.strip().lower().split())
     if not w or not re.fullmatch(r"[a-z][a-z' -]*", w):
-        raise ConfigError(f"--word: expected English letters (e.g. 'activate'), got {word!r}")
+        raise ConfigError(f"word: expected English letters (e.g. 'activate'), got {word!r}", param="word")
     return w
 
 
@@ -441,7 +441,7 @@ def user_clips(folder: str | Path, positive: bool, word: str) -> list[Clip]:
         SourceError: When a file is not a readable WAV.
     """
     out = []
-    for f in wav_files(folder, "--positives" if positive else "--negatives"):
+    for f in wav_files(folder, "positives" if positive else "negatives"):
         x = trim(read_wav(f, SR)[0])
         if x.shape[0] < SR // 10:
             raise ConfigError(f"{f}: no sound in it (under 0.1 s after trimming silence); re-record it or remove it")

@@ -46,7 +46,7 @@ def _items(spec: str | Path | Sequence[Audio], what: str) -> Sequence[Audio]:
     """A folder's ``.wav`` files (sorted), or the given list of paths / arrays."""
     from sdk.sources.audio import wav_files
 
-    return spec if not isinstance(spec, (str, Path)) else wav_files(spec, f"--{what}")
+    return spec if not isinstance(spec, (str, Path)) else wav_files(spec, what)
 
 
 def _load(item: Audio, i: int, what: str, rate: int) -> tuple[str, np.ndarray]:
@@ -272,7 +272,7 @@ def plot_det(results: Sequence[dict[str, Any]], path: str | Path) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        msg = f"--plot: matplotlib is not installed, no plot written to {path} (pip install matplotlib)"
+        msg = f"plot: matplotlib is not installed, no plot written to {path} (pip install matplotlib)"
         log.warning(msg)
         return msg
     import io

@@ -209,4 +209,4 @@ def build(arch: str, frames: int, n_features: int, **kwargs: Any) -> Any:
         return build_dscnn(frames, n_features, **kwargs)
     if arch == "course":
         return build_course(frames, n_features, **kwargs)
-    raise ConfigError(f"--arch: expected one of {', '.join(ARCHS)}, got {arch!r}")
+    raise ConfigError(f"arch: expected one of {', '.join(ARCHS)}, got {arch!r}", param="arch")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sdk.delegates import DelegateLoadError, DelegateSpec, preload_library
 
 LIBRARIES = ("libtensorflowlite_gpu_delegate.so",)
-FIX = "build libtensorflowlite_gpu_delegate.so for this board and pass --delegate gpu:/path/to/it"
+FIX = "build libtensorflowlite_gpu_delegate.so for this board and use it as the delegate gpu:/path/to/it"
 LITERT_GPU = "litert-gpu"
 
 

@@ -187,18 +187,22 @@ class WavFileSource:
             self.close()
 
 
-def wav_files(folder: str | Path, option: str) -> list[Path]:
+def wav_files(folder: str | Path, param: str) -> list[Path]:
     """The ``.wav`` files under ``folder`` (recursively, sorted).
 
+    Args:
+        folder: The folder.
+        param: The caller's parameter that named ``folder`` (for the error message).
+
     Raises:
-        ConfigError: When ``folder`` is not a folder or holds no ``.wav`` file (naming ``option``).
+        ConfigError: When ``folder`` is not a folder or holds no ``.wav`` file (naming ``param``).
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"{option} {folder}: not a folder; give a folder of .wav files")
+        raise ConfigError(f"{param} {folder}: not a folder; give a folder of .wav files", param=param)
     files = sorted(root.rglob("*.wav"))
     if not files:
-        raise ConfigError(f"{option} {folder}: no .wav files in it")
+        raise ConfigError(f"{param} {folder}: no .wav files in it", param=param)
     return files
 
 
@@ -287,7 +291,7 @@ def resolve_input_device(device: int | str | None) -> int | None:
         raise SourceError(f"no audio input device {device!r}; input devices are: {_device_list(devs)}")
     if len(found) > 1:
         names = ", ".join(f"{d['index']}: {d['name']}" for d in found)
-        raise SourceError(f"--mic {device!r} matches several input devices ({names}); give the index")
+        raise SourceError(f"device {device!r} matches several input devices ({names}); give the index", param="mic")
     return int(found[0]["index"])
 
 
