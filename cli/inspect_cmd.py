@@ -61,7 +61,7 @@ def inspect_model(path: str) -> dict[str, Any]:
 def run(args: argparse.Namespace, out: Output) -> int:
     info = inspect_model(args.model)
     if args.edgetpu:
-        from converters.edgetpu import readiness
+        from sdk.edgetpu_readiness import readiness
 
         info["edgetpu"] = readiness(args.model).to_json()
     out.emit(info, format_info(info))
@@ -103,7 +103,7 @@ def format_info(info: dict[str, Any]) -> str:
     else:
         lines += ["", "no model card (run `edgesdk convert` to embed one, or pass the facts as flags)"]
     if "edgetpu" in info:
-        from converters.edgetpu import format_readiness
+        from sdk.edgetpu_readiness import format_readiness
 
         lines += ["", format_readiness(info["edgetpu"])]
     return "\n".join(lines)

@@ -28,12 +28,13 @@ Usage::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# the parsed-network types live with the builder, below this reader, so imports go one way
+from converters.dlib_keras import DlibLayer, DlibNet, build_keras
 from sdk.errors import ModelFormatError
 
 SUPPORTED = (
@@ -41,41 +42,6 @@ SUPPORTED = (
     "add_prev_", "max_pool_2", "avg_pool_2", "fc_2", "fc_3", "loss_metric_2",
 )
 _NAME = re.compile(rb"[a-z][a-z0-9_]{2,40}")
-
-
-@dataclass
-class DlibLayer:
-    """One node of a dlib network in forward order.
-
-    ``kind`` is ``input``, ``con``, ``affine``, ``relu``, ``add_prev``, ``max_pool``,
-    ``avg_pool``, ``fc`` or ``marker`` (a tag or skip wrapper; which one is resolved by the
-    Keras builder). ``params`` holds scalars, ``weights`` NumPy arrays.
-    """
-
-    kind: str
-    params: dict[str, Any] = field(default_factory=dict)
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass
-class DlibNet:
-    """A parsed dlib network: the loss details and the layers from the input up."""
-
-    loss: dict[str, Any]
-    layers: list[DlibLayer]
-    path: str = ""
-
-    @property
-    def input(self) -> DlibLayer:
-        return self.layers[0]
-
-    def summary(self) -> str:
-        """One line per layer, like dlib's ``operator<<`` but bottom-up."""
-        lines = []
-        for i, layer in enumerate(self.layers):
-            shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in layer.weights.items())
-            lines.append(f"{i:3d} {layer.kind:9s} {layer.params} {shapes}".rstrip())
-        return "\n".join(lines)
 
 
 class _Stream:
@@ -307,8 +273,6 @@ def load_dlib_as_keras(path: str | Path | DlibNet, input_size: tuple[int, int] |
     Raises:
         ModelFormatError: On unsupported layers or layer arrangements.
     """
-    from converters.dlib_keras import build_keras
-
     net = path if isinstance(path, DlibNet) else read_dat(path)
     return build_keras(net, input_size)
 

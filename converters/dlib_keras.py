@@ -1,21 +1,60 @@
-"""Keras builder for parsed dlib networks (:class:`converters.dlib.DlibNet`).
+"""Parsed dlib networks (:class:`DlibNet`, :class:`DlibLayer`) and their Keras builder.
 
-Imports Keras (host side). Layout notes: dlib tensors are NCHW and convolution filters
-``(filters, k_in, nr, nc)``; Keras is NHWC with kernels ``(nr, nc, k_in, filters)``. dlib's
-convolution and pooling pad symmetrically (by default ``size // 2`` at stride 1, none at
-larger strides); ``add_prev`` adds tensors of different shapes by zero-extending the smaller
-one at the bottom, right and last channels; ``fc`` flattens NCHW.
+:func:`converters.dlib.read_dat` fills these types from a ``.dat`` file. They live here, below
+the reader, so imports go one way (``converters.dlib`` -> ``converters.dlib_keras``); Keras
+itself is imported only when a model is built, so reading a ``.dat`` needs no TensorFlow.
+
+Layout notes: dlib tensors are NCHW and convolution filters ``(filters, k_in, nr, nc)``;
+Keras is NHWC with kernels ``(nr, nc, k_in, filters)``. dlib's convolution and pooling pad
+symmetrically (by default ``size // 2`` at stride 1, none at larger strides); ``add_prev``
+adds tensors of different shapes by zero-extending the smaller one at the bottom, right and
+last channels; ``fc`` flattens NCHW.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from converters.dlib import DlibLayer, DlibNet
 from sdk.errors import ModelFormatError
+
+
+@dataclass
+class DlibLayer:
+    """One node of a dlib network in forward order.
+
+    ``kind`` is ``input``, ``con``, ``affine``, ``relu``, ``add_prev``, ``max_pool``,
+    ``avg_pool``, ``fc`` or ``marker`` (a tag or skip wrapper; which one is resolved by the
+    Keras builder). ``params`` holds scalars, ``weights`` NumPy arrays.
+    """
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class DlibNet:
+    """A parsed dlib network: the loss details and the layers from the input up."""
+
+    loss: dict[str, Any]
+    layers: list[DlibLayer]
+    path: str = ""
+
+    @property
+    def input(self) -> DlibLayer:
+        return self.layers[0]
+
+    def summary(self) -> str:
+        """One line per layer, like dlib's ``operator<<`` but bottom-up."""
+        lines = []
+        for i, layer in enumerate(self.layers):
+            shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in layer.weights.items())
+            lines.append(f"{i:3d} {layer.kind:9s} {layer.params} {shapes}".rstrip())
+        return "\n".join(lines)
 
 
 def build_keras(net: DlibNet, input_size: tuple[int, int] | None = None) -> Any:

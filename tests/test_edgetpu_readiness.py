@@ -1,5 +1,8 @@
 """Edge TPU readiness from the flatbuffer, ``convert --target edgetpu``, and the compiler log parser.
 
+The analysis is :mod:`sdk.edgetpu_readiness` (device side, no TensorFlow, no ``converters``);
+:mod:`converters.edgetpu` runs the compiler.
+
 The readiness of a clean int8 CNN and of a GRU WHILE-loop model is tested in test_convert.py
 (on the models converted there); here: a detection head that concatenates boxes and scores.
 """
@@ -15,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.edgetpu import COMPILER_HELP, compile_model, format_readiness, parse_compiler_log, readiness
+from converters.edgetpu import COMPILER_HELP, compile_model, parse_compiler_log
+from sdk.backends._probe import PROBE_MODEL
+from sdk.edgetpu_readiness import format_readiness, readiness
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +64,10 @@ def test_concat_of_boxes_and_scores_is_flagged(concat_head):
 
 @pytest.mark.tensorflow
 def test_readiness_without_tensorflow(concat_head):
-    """The device side (``edgesdk inspect --edgetpu``) must work with TensorFlow unavailable."""
+    """The device side (``edgesdk inspect --edgetpu``) must work with TensorFlow and converters unavailable."""
     code = (
-        "import sys, json; sys.modules['tensorflow'] = None\n"
-        "from converters.edgetpu import readiness, format_readiness\n"
+        "import sys, json; sys.modules['tensorflow'] = None; sys.modules['converters'] = None\n"
+        "from sdk.edgetpu_readiness import readiness, format_readiness\n"
         f"info = readiness({str(concat_head.path)!r}).to_json(); format_readiness(info)\n"
         "print(json.dumps({'ops': len(info['ops']), 'tf': 'tensorflow' in sys.modules and sys.modules['tensorflow'] is not None}))"
     )
@@ -78,6 +83,40 @@ def test_inspect_edgetpu_cli(concat_head, capsys):
     assert main(["inspect", "--edgetpu", "--json", str(concat_head.path)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["edgetpu"]["problems"] and info["card"]["quantization"]["target"] == "edgetpu"
+
+
+def test_inspect_edgetpu_on_a_device_install_without_converters(tmp_path):
+    """A device wheel may lack ``converters`` (and has no TensorFlow): ``inspect --edgetpu`` still works."""
+    model = tmp_path / "probe.tflite"
+    model.write_bytes(PROBE_MODEL)
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['converters'] = None\n"
+        "from cli import main\n"
+        f"sys.exit(main(['inspect', '--edgetpu', '--json', {str(model)!r}]))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    tpu = info["edgetpu"]
+    assert not tpu["ready"] and tpu["ops"] == [
+        {"index": 0, "op": "RELU", "device": "CPU", "reason": "works on float32 tensors; the Edge TPU needs int8/uint8", "constraint": ""}
+    ]
+    assert "--mode int8" in tpu["problems"][0]["hint"]
+
+
+def test_float_model_is_not_ready_and_says_how_to_fix():
+    info = readiness(PROBE_MODEL).to_json()
+    assert (info["ready"], info["tpu_ops"], info["cpu_ops"], info["first_cpu_op"]) == (False, 0, 1, 0)
+    text = format_readiness(info)
+    assert text.startswith("Edge TPU: not ready: 0 ops on the TPU, 1 on the CPU") and "fix: convert with --mode int8" in text
+
+
+def test_converters_edgetpu_reexports_the_sdk_analysis():
+    """Host code importing the analysis from ``converters.edgetpu`` gets the one implementation in ``sdk``."""
+    import converters.edgetpu as host
+    import sdk.edgetpu_readiness as device
+
+    assert host.readiness is device.readiness and host.format_readiness is device.format_readiness
 
 
 def test_compile_without_compiler_says_how_to_get_it(tmp_path, monkeypatch):
