@@ -46,6 +46,8 @@ class MqttOutput:
     qos: int = 0
     stats_interval_s: float = 30.0
     queue_size: int = 1000
+    tls: bool = False  # TLS to the broker (usually port 8883), certificate checked against ca_file or the system CAs
+    ca_file: str = ""  # PEM file of the CA that signed the broker's certificate (needs tls: true)
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,9 @@ def load_config(path: str | Path) -> AppConfig:
 
 
 def _read_yaml(p: Path) -> Any:
-    import yaml
+    from sdk.yamlio import load_file
 
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read config ({e.strerror}); check the path") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML ({str(e).splitlines()[0]})") from e
+    data = load_file(p, "config", where="") or {}  # bounded, no aliases, binary refused; load_config adds the path
     if isinstance(data, dict) and data.get("options", {}) is None:  # every option commented out
         data["options"] = {}
     return data

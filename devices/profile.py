@@ -1,7 +1,8 @@
 """Device profiles: threads, preferred delegates, camera and audio defaults per board.
 
-Profiles live in ``devices/profiles/*.yaml`` and load through the strict loader, so an
-unknown key is rejected with its dotted path and a suggestion.
+Profiles live in ``devices/profiles/*.yaml`` and load through :mod:`sdk.yamlio` (bounded,
+no aliases, text only) and the strict loader, so an unknown key is rejected with its dotted
+path and a suggestion.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdk.config import load_yaml
+from sdk.config import from_dict
 from sdk.errors import ConfigError
+from sdk.yamlio import cut, load_file
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -74,7 +76,11 @@ def load_profile(name_or_path: str | Path) -> Profile:
             close = difflib.get_close_matches(str(name_or_path), profile_names(), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown profile {str(name_or_path)!r}; choose one of {', '.join(profile_names())}.{hint}")
-    profile = load_yaml(Profile, p)
+    data = load_file(p, "device profile") or {}  # bounded, no aliases, binary refused, one-line errors
+    try:
+        profile = from_dict(Profile, data)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {cut(str(e), 400)}") from e  # the message may quote a large value from the file
     if profile.threads < 0:
         raise ConfigError(f"{p}: threads must be 0 (all cores) or more, got {profile.threads}")
     from sdk.delegates import parse_delegate

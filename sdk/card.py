@@ -67,18 +67,20 @@ class ModelCard:
         return card
 
     def to_yaml(self) -> str:
-        import yaml
+        from sdk.yamlio import dumps
 
-        return yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True)
+        return dumps(asdict(self))
 
     @classmethod
-    def from_yaml(cls, text: str, where: str = "card") -> ModelCard:
-        import yaml
+    def from_yaml(cls, text: str | bytes, where: str = "card") -> ModelCard:
+        """Parse a card from YAML text or UTF-8 bytes (bounded, no aliases; see :mod:`sdk.yamlio`).
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ModelFormatError(f"{where}: model card is not valid YAML ({e})") from e
+        Raises:
+            ModelFormatError: Binary data, not YAML, or not a valid card.
+        """
+        from sdk.yamlio import loads
+
+        data = loads(text, "model card", where, error=ModelFormatError)
         return cls.from_dict(data or {}, where)
 
     def replace(self, **changes: Any) -> ModelCard:

@@ -15,9 +15,12 @@ The registry is YAML (``sdk/models_registry.yaml``, or ``--registry FILE``)::
         description: one line
         card: {task: ..., input: {...}, output: {...}}   # model card attached to a tflite without one
 
-A download goes to a ``.part`` file beside the destination, is hashed as it streams, and is
-renamed into place only after every check passed: a wrong hash, a dropped connection or
-Ctrl-C leaves nothing behind.
+A download goes to a new temporary ``.part`` file beside the destination, is hashed as it
+streams, and is renamed into place only after every check passed: a wrong hash, a dropped
+connection or Ctrl-C leaves nothing behind. The registry is read through :mod:`sdk.yamlio`
+(bounded, no aliases); ``filename`` is reduced to a plain base name and the installed path is
+checked to lie inside the destination folder, so a registry can never write elsewhere; ``url``
+must be http(s).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import bz2
 import hashlib
 import logging
 import os
+import re
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -39,10 +45,13 @@ from typing import Any
 
 from sdk.card import ModelCard, atomic_write, embed_card, read_card
 from sdk.errors import ConfigError, EdgeSDKError
+from sdk.yamlio import clip, cut, load_file
 
 log = logging.getLogger("edgesdk")
 REGISTRY = Path(__file__).with_name("models_registry.yaml")
 FORMATS = ("tflite", "dlib-dat")
+MAX_DOWNLOAD = 4 << 30  # the largest registry file is tens of MB; a server streaming forever must not fill the disk
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 class DownloadError(EdgeSDKError, OSError):
@@ -75,33 +84,52 @@ def load_registry(path: str | Path | None = None) -> dict[str, RegistryEntry]:
     """The registry's entries by name.
 
     Raises:
-        ConfigError: On a missing file, unknown keys, a bad hash or format.
+        ConfigError: On a missing, binary or oversized file, a top level that is not a
+            ``models:`` mapping, unknown keys, a bad hash, format or URL scheme.
     """
-    import yaml
-
     from sdk.config import from_dict
 
     p = Path(path) if path else REGISTRY
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{p}: cannot read the model registry ({e})") from e
-    models = data.get("models") or {}
-    if not isinstance(models, dict) or set(data) - {"models"}:
-        raise ConfigError(f"{p}: expected a top-level 'models:' mapping of NAME -> entry")
+    data = load_file(p, "model registry")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict) or set(data) - {"models"}:
+        got = f"a {type(data).__name__}" if not isinstance(data, dict) else f"the keys {clip(sorted(map(str, data)))}"
+        raise ConfigError(f"{p}: expected a top-level 'models:' mapping of NAME -> entry, got {got}")
+    if not isinstance(data.get("models") or {}, dict):
+        raise ConfigError(f"{p}: models: expected a mapping of NAME -> entry, got a {type(data['models']).__name__}")
     out = {}
-    for name, raw in models.items():
-        entry = from_dict(RegistryEntry, raw, f"models.{name}")
+    for name, raw in (data.get("models") or {}).items():
+        try:
+            entry = from_dict(RegistryEntry, raw, f"models.{name}")
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {cut(str(e), 400)}") from e  # the message may quote a large value from the file
         for key in ("sha256", "member_sha256"):
             v = getattr(entry, key)
             if (v or key == "sha256") and (len(v) != 64 or any(c not in "0123456789abcdef" for c in v)):
-                raise ConfigError(f"{p}: models.{name}.{key} must be 64 lowercase hex digits, got {v!r}")
+                raise ConfigError(f"{p}: models.{name}.{key} must be 64 lowercase hex digits, got {clip(v)}")
         if entry.format not in FORMATS:
-            raise ConfigError(f"{p}: models.{name}.format must be one of {FORMATS}, got {entry.format!r}")
+            raise ConfigError(f"{p}: models.{name}.format must be one of {FORMATS}, got {clip(entry.format)}")
         if entry.compression not in ("none", "bz2"):
-            raise ConfigError(f"{p}: models.{name}.compression must be none or bz2, got {entry.compression!r}")
+            raise ConfigError(f"{p}: models.{name}.compression must be none or bz2, got {clip(entry.compression)}")
+        if urllib.parse.urlsplit(entry.url).scheme not in ("https", "http"):
+            # urlopen would also read file:// and ftp://: a registry must not make pull copy local files
+            raise ConfigError(f"{p}: models.{name}.url must be an https:// (or http://) URL, got {clip(entry.url)}")
         out[str(name)] = entry
     return out
+
+
+def safe_filename(filename: str, fallback: str) -> str:
+    """``filename`` reduced to a plain base name: no folders, no leading dots, only ``A-Z a-z 0-9 . _ + -``.
+
+    A registry names the file it installs, never a path: ``../../.bashrc`` becomes ``bashrc``.
+    ``fallback`` (made safe the same way) is used when nothing is left.
+    """
+    def reduce(text: str) -> str:
+        base = re.split(r"[\\/]", str(text).strip())[-1]
+        return _UNSAFE.sub("_", base).lstrip(".")[:128]
+
+    return reduce(filename) or reduce(fallback) or "model"
 
 
 def _progress(done: int, total: int | None, t0: float, stream: Any) -> None:
@@ -114,23 +142,31 @@ def _progress(done: int, total: int | None, t0: float, stream: Any) -> None:
     stream.flush()
 
 
-def download(url: str, dest: Path, sha256: str, progress: bool = True, timeout: float = 30.0) -> Path:
-    """Stream ``url`` to ``dest`` (via ``dest.part``), checking length and SHA-256.
+def download(url: str, dest: Path, sha256: str, progress: bool = True, timeout: float = 30.0, max_bytes: int = MAX_DOWNLOAD) -> Path:
+    """Stream ``url`` to ``dest`` through a temporary file beside it, checking length and SHA-256.
+
+    The temporary file is removed on any failure, Ctrl-C included; ``dest`` appears (by a
+    rename) only after every check passed.
 
     Raises:
-        DownloadError: Network error, a connection dropped early, or a checksum mismatch.
+        DownloadError: Network error, a connection dropped early, more than ``max_bytes``, or a checksum mismatch.
+        ConfigError: ``dest``'s folder is not writable.
     """
-    part = dest.with_name(dest.name + ".part")
     digest, done = hashlib.sha256(), 0
     stream = sys.stderr
+    part = _temp_in(dest.parent, dest.name)
     t0 = shown = time.monotonic()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as fh:
             total = int(resp.headers.get("Content-Length") or 0) or None
+            if (total or 0) > max_bytes:
+                raise DownloadError(f"{url}: the server announces {total} bytes, more than max_bytes={max_bytes}; nothing kept")
             while chunk := resp.read(1 << 16):
+                done += len(chunk)
+                if done > max_bytes:
+                    raise DownloadError(f"{url}: more than max_bytes={max_bytes} bytes; nothing kept")
                 fh.write(chunk)
                 digest.update(chunk)
-                done += len(chunk)
                 if progress and (time.monotonic() - shown > 0.1 or done == total):
                     _progress(done, total, t0, stream)
                     shown = time.monotonic()
@@ -149,7 +185,17 @@ def download(url: str, dest: Path, sha256: str, progress: bool = True, timeout: 
         reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else (getattr(e, "reason", None) or e)
         raise DownloadError(f"{url}: download failed after {done} bytes ({reason}); check the network and run again") from e
     finally:
-        part.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)  # after a success the rename already moved it
+
+
+def _temp_in(folder: Path, name: str) -> Path:
+    """A new, empty, private temporary file in ``folder`` (O_EXCL: never an existing file or a planted symlink)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    except OSError as e:
+        raise ConfigError(f"cannot write in {folder} ({e.strerror or e}); choose a writable folder") from e
+    os.close(fd)
+    return Path(tmp)
 
 
 def _extract(data_path: Path, entry: RegistryEntry) -> bytes:
@@ -179,6 +225,24 @@ def _extract(data_path: Path, entry: RegistryEntry) -> bytes:
     return data
 
 
+def _models_dir(dest_dir: str | Path | None) -> Path:
+    """``dest_dir`` (default :func:`default_models_dir`), created if missing.
+
+    Raises:
+        ConfigError: It is a file, cannot be created or is not writable.
+    """
+    out_dir = Path(dest_dir) if dest_dir else default_models_dir()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"dest_dir {out_dir} is a file, not a folder; choose a folder for the models", param="dest_dir")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"dest_dir {out_dir}: cannot create it ({e.strerror or e}); choose a folder you can write", param="dest_dir") from e
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"dest_dir {out_dir}: not writable; choose a folder you can write", param="dest_dir")
+    return out_dir
+
+
 def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | None = None, progress: bool = True,
          convert: Callable[[Path], Path] | None = None) -> dict[str, Any]:
     """Download, verify and install registry model ``name`` into ``dest_dir``.
@@ -199,19 +263,25 @@ def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | N
         import difflib
 
         close = difflib.get_close_matches(name, entries, n=1)
-        raise ConfigError(f"unknown model {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+        raise ConfigError(f"unknown model {clip(name)}" + (f"; did you mean {clip(close[0])}?" if close else "")
                           + f" (known: {', '.join(sorted(entries)) or 'none'}; see `edgesdk models list`)")
     e = entries[name]
-    out_dir = Path(dest_dir) if dest_dir else default_models_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / e.filename
-    raw = out_dir / f".{name}.download"
+    out_dir = _models_dir(dest_dir)
+    filename = safe_filename(e.filename, f"{name}.{'tflite' if e.format == 'tflite' else 'dat'}")
+    if filename != e.filename:
+        log.warning("models.%s.filename %s is not a plain file name; installing it as %s", name, clip(e.filename), filename)
+    target = out_dir / filename
+    if target.resolve().parent != out_dir.resolve():  # e.g. a symlink planted under that name
+        raise ConfigError(f"{target} resolves outside {out_dir}; remove it or choose another dest_dir", param="dest_dir")
     log.info("downloading %s (%s)", e.url, e.license)
-    download(e.url, raw, e.sha256, progress)
+    raw = None
     try:
+        raw = _temp_in(out_dir, filename)
+        download(e.url, raw, e.sha256, progress)
         data = _extract(raw, e)
     finally:
-        raw.unlink(missing_ok=True)
+        if raw is not None:
+            raw.unlink(missing_ok=True)
     card = None
     if e.format == "tflite":
         if e.card and read_card(data) is None:

@@ -9,10 +9,10 @@ MQTT messages go through a bounded queue (full: dropped and counted).
 from __future__ import annotations
 
 import collections
+import ipaddress
 import json
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -26,6 +26,8 @@ from sdk.errors import ConfigError
 
 log = logging.getLogger("edgesdk.telemetry")
 
+USERNAME_ENV = "EDGESDK_MQTT_USERNAME"  # used when outputs.mqtt.username is empty
+PASSWORD_ENV = "EDGESDK_MQTT_PASSWORD"  # used when outputs.mqtt.password_env is empty
 LATENCY_WINDOW = 1000  # latency samples kept per stage for the percentiles
 FPS_WINDOW_S = 10.0
 
@@ -220,30 +222,48 @@ class MqttSink:
 
     Topics: ``<prefix>/<device>/<app>/events`` (flat JSON per event), ``.../stats`` (every
     ``stats_interval_s``) and ``.../status`` (retained ``online``/``offline``, also the last
-    will, for Home Assistant availability). paho reconnects by itself; while disconnected,
-    events wait in a bounded queue, and when it is full new ones are dropped and counted.
+    will, for Home Assistant availability). A broker that cannot be reached or drops the
+    connection is said once per outage (and once more when it is back); paho retries with
+    back-off (``reconnect_min_s`` doubling up to ``reconnect_max_s``). Meanwhile events wait
+    in a bounded queue; when it is full new ones are dropped and counted (``dropped``, in
+    the stats and at :meth:`close`). An event leaves the queue only once paho accepted it.
+
+    Args:
+        tls: Connect with TLS, checking the broker's certificate and host name.
+        ca_file: PEM file of the CA that signed the broker's certificate; the system's CAs when empty.
+
+    Raises:
+        ConfigError: ``ca_file`` cannot be loaded.
     """
 
     def __init__(self, app: str, metrics: Metrics | None = None, host: str = "127.0.0.1", port: int = 1883, topic_prefix: str = "edgesdk",
                  device: str = "", username: str = "", password: str = "", qos: int = 0, stats_interval_s: float = 30.0,
-                 queue_size: int = 1000) -> None:
+                 queue_size: int = 1000, tls: bool = False, ca_file: str = "", reconnect_min_s: float = 1.0,
+                 reconnect_max_s: float = 30.0) -> None:
         from sdk.lazy import require
 
         mqtt = require("paho.mqtt.client", "publishing to MQTT")
         self.app, self.device, self.metrics, self.qos = app, device_name(device), metrics, qos
         self.topic = f"{topic_prefix.rstrip('/')}/{self.device}/{app}"
-        self.dropped = 0
-        self.published = 0
-        self._queue: queue.Queue[tuple[str, str, bool]] = queue.Queue(maxsize=queue_size)
+        self.where = f"mqtt{'s' if tls else ''}://{host}:{port}"
+        self.dropped = self.published = self.connect_failures = self.outages = 0
+        self.queue_size = max(1, int(queue_size))
+        self._queue: collections.deque[tuple[str, str, bool]] = collections.deque()
+        self._cond = threading.Condition()
         self._connected = threading.Event()
         self._stop = threading.Event()
+        self._down_since: float | None = None
+        self._full_said = False
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edgesdk-{self.device}-{app}-{os.getpid()}")
+        if tls:
+            self.client.tls_set_context(_tls_context(ca_file))
         if username:
             self.client.username_pw_set(username, password or None)
         self.client.will_set(f"{self.topic}/status", "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(1, 30)
+        self.client.reconnect_delay_set(max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a, **k: self._connected.clear()
+        self.client.on_connect_fail = lambda *a: self._down("cannot reach it", failed=True)
+        self.client.on_disconnect = self._on_disconnect
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
         self._threads = [threading.Thread(target=self._publisher, name="edgesdk-mqtt", daemon=True)]
@@ -252,12 +272,39 @@ class MqttSink:
         for t in self._threads:
             t.start()
 
+    def _down(self, why: str, failed: bool = False) -> None:
+        """Note a failed attempt or a lost connection; say it once per outage."""
+        self._connected.clear()
+        with self._cond:
+            self.connect_failures += failed
+            first = self._down_since is None
+            if first:
+                self._down_since, self._full_said = time.monotonic(), False
+                self.outages += 1
+            queued = len(self._queue)
+        if first:
+            log.warning("MQTT: %s: %s; retrying with back-off, events wait in a queue (%d now, at most %d, newer ones dropped beyond)",
+                        self.where, why, queued, self.queue_size)
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
-            log.warning("MQTT: connection refused (%s)", reason)
+            self._down(f"connection refused ({reason})", failed=True)
             return
         client.publish(f"{self.topic}/status", "online", qos=1, retain=True)
+        with self._cond:
+            since, self._down_since = self._down_since, None
+            queued = len(self._queue)
+            self._cond.notify_all()
         self._connected.set()
+        if since is not None:
+            log.warning("MQTT: %s: connected after %.0f s; sending %d queued event(s), %d dropped so far",
+                        self.where, time.monotonic() - since, queued, self.dropped)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if self._stop.is_set() and not getattr(reason, "is_failure", True):
+            self._connected.clear()  # our own disconnect at close
+            return
+        self._down(f"connection lost ({reason})")
 
     def __call__(self, obj: dict[str, Any]) -> None:
         if is_event(obj):
@@ -265,45 +312,85 @@ class MqttSink:
             self._put(f"{self.topic}/events", payload)
 
     def _put(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
-        try:
-            self._queue.put_nowait((topic, json.dumps(payload, default=_json_default), retain))
-        except queue.Full:
-            self.dropped += 1
+        message = (topic, json.dumps(payload, default=_json_default), retain)
+        with self._cond:
+            if len(self._queue) >= self.queue_size:
+                self.dropped += 1
+                say, self._full_said = not self._full_said, True
+            else:
+                self._queue.append(message)
+                self._cond.notify_all()
+                return
+        if say:
+            log.warning("MQTT: %s: queue full (%d); dropping new events until the broker takes them (counted in stats)", self.where, self.queue_size)
 
     def _publisher(self) -> None:
-        while not self._stop.is_set() or not self._queue.empty():
+        from paho.mqtt.client import MQTT_ERR_SUCCESS
+
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop.is_set():
+                    self._cond.wait(0.5)
+                if not self._queue or (self._stop.is_set() and not self._connected.is_set()):
+                    return  # closing: what the broker cannot take now is counted at close()
+                message = self._queue[0]
             if not self._connected.wait(0.2):
-                if self._stop.is_set():
-                    return  # closing while the broker is away: give up on the rest
                 continue
-            try:
-                topic, payload, retain = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.client.publish(topic, payload, qos=self.qos, retain=retain)
-            self.published += 1
+            topic, payload, retain = message
+            if self.client.publish(topic, payload, qos=self.qos, retain=retain).rc == MQTT_ERR_SUCCESS:
+                with self._cond:
+                    self._queue.popleft()
+                    self.published += 1
+            else:  # the connection went between the check and the publish: keep it for the next one
+                self._stop.wait(0.1)
 
     def _stats(self, interval: float) -> None:
         while not self._stop.wait(interval):
             self.publish_stats()
 
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``published``, ``queued``, ``dropped``, ``connected``, ``outages``, ``connect_failures``."""
+        with self._cond:
+            return {"published": self.published, "queued": len(self._queue), "dropped": self.dropped,
+                    "connected": self._connected.is_set(), "outages": self.outages, "connect_failures": self.connect_failures}
+
     def publish_stats(self) -> None:
         """Queue one stats message now (also sent every ``stats_interval_s``)."""
         if self.metrics is not None:
             self._put(f"{self.topic}/stats", {"device": self.device, "ts": round(time.time(), 3), **self.metrics.snapshot(),
-                                               "mqtt_dropped": self.dropped}, retain=True)
+                                               "mqtt_dropped": self.dropped, "mqtt_outages": self.outages}, retain=True)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Send the final stats and what is queued (up to ``timeout``), then disconnect."""
+        """Send the final stats and what is queued (up to ``timeout``), then disconnect; say what was lost."""
         self.publish_stats()
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         deadline = time.time() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.time()))
+        with self._cond:
+            lost = len(self._queue)
+            self._queue.clear()
+            self.dropped += lost
+        if self.dropped:
+            log.warning("MQTT: %s: %d message(s) not delivered (%d still queued at exit, the rest dropped while the queue was full)",
+                        self.where, self.dropped, lost)
         if self._connected.is_set():
             self.client.publish(f"{self.topic}/status", "offline", qos=1, retain=True).wait_for_publish(max(0.1, deadline - time.time()))
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _tls_context(ca_file: str) -> Any:
+    """A client TLS context that checks the broker's certificate and host name (against ``ca_file`` or the system CAs)."""
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"ca_file {ca_file}: cannot load CA certificates from it ({getattr(e, 'strerror', None) or e}); "
+                          "give the PEM file of the CA that signed the broker's certificate", param="ca_file") from e
 
 
 def _json_default(o: Any) -> Any:
@@ -340,12 +427,57 @@ def start_telemetry(cfg: Any, config_path: Path | None = None) -> Telemetry:
         tel.closers.append(tel.server.close)
         log.info("health and metrics on http://%s:%d/healthz and /metrics", outs.metrics_host, tel.server.port)
     if outs.mqtt is not None:
-        m = outs.mqtt
-        password = os.environ.get(m.password_env, "") if m.password_env else ""
-        if m.password_env and not password:
-            raise ConfigError(f"outputs.mqtt.password_env: environment variable {m.password_env} is not set")
-        sink = MqttSink(cfg.app, metrics, m.host, m.port, m.topic_prefix, m.device, m.username, password, m.qos, m.stats_interval_s, m.queue_size)
+        try:
+            sink = _mqtt_sink(cfg.app, metrics, outs.mqtt, config_path)
+        except BaseException:
+            tel.close()  # the /metrics server must not outlive a config error
+            raise
         tel.sinks.append(sink)
         tel.closers.append(sink.close)
-        log.info("publishing events to mqtt://%s:%d/%s/events", m.host, m.port, sink.topic)
+        log.info("publishing events to %s/%s/events", sink.where, sink.topic)
     return tel
+
+
+def _mqtt_sink(app: str, metrics: Metrics, m: Any, config_path: Path | None) -> MqttSink:
+    """The sink for an ``outputs.mqtt`` section: credentials from the environment, TLS options checked first.
+
+    Raises:
+        ConfigError: A CA file without ``tls``, a missing CA file, a password variable that is not set, a password without a user.
+    """
+    tls, ca_file = bool(getattr(m, "tls", False)), str(getattr(m, "ca_file", "") or "")
+    if ca_file and not tls:
+        raise ConfigError("outputs.mqtt.ca_file: a CA file is only used with TLS; set tls: true as well (or drop ca_file)")
+    if ca_file:
+        ca = Path(ca_file).expanduser()
+        if not ca.is_absolute() and config_path is not None:
+            ca = Path(config_path).resolve().parent / ca  # like the config's other paths
+        if not ca.is_file():
+            raise ConfigError(f"outputs.mqtt.ca_file: {ca} not found; give the PEM file of the CA that signed the broker's certificate")
+        ca_file = str(ca)
+    username = m.username or os.environ.get(USERNAME_ENV, "")
+    if m.password_env:
+        password = os.environ.get(m.password_env, "")
+        if not password:
+            raise ConfigError(f"outputs.mqtt.password_env: environment variable {m.password_env} is not set")
+    else:
+        password = os.environ.get(PASSWORD_ENV, "")
+    if password and not username:
+        raise ConfigError(f"outputs.mqtt.username: a password is set but no user name; set username (or ${USERNAME_ENV})")
+    if password and not tls and not _is_loopback(m.host):
+        log.warning("MQTT: the password goes to %s in clear text; set tls: true in outputs.mqtt", m.host)
+    if tls and m.port == 1883:
+        log.warning("MQTT: tls: true on port 1883, MQTT's plain port; TLS brokers usually listen on 8883")
+    try:
+        return MqttSink(app, metrics, m.host, m.port, m.topic_prefix, m.device, username, password, m.qos, m.stats_interval_s,
+                        m.queue_size, tls=tls, ca_file=ca_file)
+    except ConfigError as e:
+        raise ConfigError(f"outputs.mqtt.{e}" if e.param == "ca_file" else str(e)) from e
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

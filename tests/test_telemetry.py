@@ -212,3 +212,151 @@ def test_mqtt_reconnects_and_drops_when_full(broker):
     assert [json.loads(p)["time"] for _, p, _ in msgs] == [0.0, 1.0, 2.0, 3.0, 4.0]
     sink.close()
     sub.close()
+
+
+# --- hardening: a broker away at start, said once, TLS and credentials -------------------------------------------------
+
+def said(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+def test_mqtt_broker_down_at_start_buffers_then_delivers(tmp_path, caplog):
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("needs mosquitto (apt-get install mosquitto)")
+    broker = Broker(tmp_path)  # not started yet
+    caplog.set_level("WARNING", logger="edgesdk.telemetry")
+    # a fixed 3 s back-off: the subscriber below is surely listening before the sink's next attempt
+    sink = MqttSink("trigger-word", None, port=broker.port, device="d", stats_interval_s=0, reconnect_min_s=3, reconnect_max_s=3)
+    sub = None
+    try:
+        assert wait(lambda: sink.stats()["connect_failures"] >= 1)
+        for i in range(3):
+            sink({"event": "trigger", "word": "w", "time": float(i), "score": 1.0})
+        assert sink.stats() == {"published": 0, "queued": 3, "dropped": 0, "connected": False, "outages": 1, "connect_failures": 1}
+        broker.start()
+        sub = Subscriber(broker.port, "edgesdk/+/trigger-word/events")
+        msgs = sub.wait_for(lambda ms: len(ms) == 3, timeout=20)
+        assert [json.loads(p)["time"] for _, p, _ in msgs] == [0.0, 1.0, 2.0]
+        assert sink.stats()["queued"] == 0 and sink.stats()["published"] == 3
+        assert len(said(caplog, "cannot reach it")) == 1 and len(said(caplog, "connected after")) == 1
+    finally:
+        sink.close()
+        if sub:
+            sub.close()
+        broker.stop()
+
+
+def wait(pred, timeout: float = 10.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_mqtt_unreachable_is_said_once_and_losses_are_counted(caplog):
+    caplog.set_level("WARNING", logger="edgesdk.telemetry")
+    m = Metrics("detect")
+    sink = MqttSink("detect", m, port=free_port(), device="d", queue_size=5, stats_interval_s=0, reconnect_min_s=1, reconnect_max_s=1)
+    assert wait(lambda: sink.stats()["connect_failures"] >= 3)
+    for i in range(8):  # never blocks: 5 queued, 3 dropped
+        sink({"event": "trigger", "word": "w", "time": float(i), "score": 1.0})
+    assert sink.stats()["queued"] == 5 and sink.dropped == 3
+    sink.close()  # the final stats message finds the queue full too
+    assert sink.dropped == 9
+    assert len(said(caplog, "cannot reach it")) == 1 and len(said(caplog, "queue full")) == 1
+    assert said(caplog, "9 message(s) not delivered (5 still queued at exit")
+
+
+def make_certs(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA (EC keys: fast)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs openssl to make a test certificate")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=edgesdk test CA", "-days", "2")
+    run("req", "-x509", *ec, "-keyout", "other.key", "-out", "other.pem", "-subj", "/CN=someone else", "-days", "2")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+        "-days", "2", "-extfile", "san.ext")
+    return {name: d / f"{name}.pem" for name in ("ca", "other", "server")} | {"key": d / "server.key"}
+
+
+@pytest.fixture()
+def tls_broker(tmp_path):
+    """mosquitto with a plain listener (for the test's subscriber) and a TLS one (for the sink)."""
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("needs mosquitto (apt-get install mosquitto)")
+    certs = make_certs(tmp_path)
+    b = Broker(tmp_path)
+    b.tls_port = free_port()
+    # `user root`: mosquitto started as root would switch to its own user, who cannot read the 0600 key (ignored when not root)
+    b.conf.write_text(f"user root\nallow_anonymous true\npersistence false\nlistener {b.port} 127.0.0.1\n"
+                      f"listener {b.tls_port} 127.0.0.1\ncafile {certs['ca']}\ncertfile {certs['server']}\nkeyfile {certs['key']}\n")
+    b.certs = certs
+    b.start()
+    yield b
+    b.stop()
+
+
+def test_mqtt_over_tls_checks_the_broker_certificate(tls_broker, caplog):
+    caplog.set_level("WARNING", logger="edgesdk.telemetry")
+    b = tls_broker
+    sub = Subscriber(b.port, "edgesdk/+/detect/events")
+    good = MqttSink("detect", None, port=b.tls_port, device="ok", stats_interval_s=0, tls=True, ca_file=str(b.certs["ca"]))
+    bad = MqttSink("detect", None, port=b.tls_port, device="bad", stats_interval_s=0, tls=True, ca_file=str(b.certs["other"]))
+    try:
+        for sink in (good, bad):
+            sink({"event": "trigger", "word": sink.device, "time": 0.0, "score": 1.0})
+        msgs = sub.wait_for(lambda ms: len(ms) >= 1)
+        assert wait(lambda: bad.stats()["connect_failures"] >= 1)
+        time.sleep(0.5)
+        assert [json.loads(p)["word"] for _, p, _ in msgs] == ["ok"]  # the sink that cannot verify the broker sends nothing
+        assert good.where.startswith("mqtts://") and bad.stats()["queued"] == 1 and not bad.stats()["connected"]
+        assert len(said(caplog, f"127.0.0.1:{b.tls_port}: cannot reach it")) == 1
+    finally:
+        good.close()
+        bad.close()
+        sub.close()
+
+
+def test_mqtt_config_tls_and_credentials(tmp_path, monkeypatch):
+    from sdk.errors import ConfigError
+    from sdk.telemetry import PASSWORD_ENV, USERNAME_ENV, start_telemetry
+
+    port = free_port()
+    cfg_path = tmp_path / "c.yaml"
+
+    def telemetry(extra: str):
+        from apps.config import load_config
+
+        cfg_path.write_text(f"app: trigger-word\nsource: mic\noutputs:\n  metrics_port: 0\n  mqtt: {{port: {port}{extra}}}\n")
+        return start_telemetry(load_config(cfg_path), cfg_path)
+
+    monkeypatch.delenv(USERNAME_ENV, raising=False)
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    with pytest.raises(ConfigError, match="ca_file: a CA file is only used with TLS"):
+        telemetry(", ca_file: ca.pem")
+    with pytest.raises(ConfigError, match=r"ca_file: .*ca\.pem not found"):
+        telemetry(", tls: true, ca_file: ca.pem")
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="outputs.mqtt.ca_file .*cannot load CA certificates"):
+        telemetry(", tls: true, ca_file: ca.pem")  # relative to the config's folder
+    with pytest.raises(ConfigError, match="MQTT_PW is not set"):
+        telemetry(", username: u, password_env: MQTT_PW")
+    monkeypatch.setenv(PASSWORD_ENV, "secret")
+    with pytest.raises(ConfigError, match="no user name"):
+        telemetry("")
+    monkeypatch.setenv(USERNAME_ENV, "edge")
+    tel = telemetry(", stats_interval_s: 0")
+    try:
+        sink = tel.sinks[-1]
+        assert sink.client._username == b"edge" and sink.client._password == b"secret"
+    finally:
+        tel.close()

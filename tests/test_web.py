@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -295,4 +296,191 @@ def test_health_says_when_the_input_ended():
         code, body = get(view, "/healthz")
         assert code == 200 and json.loads(body)["status"] == "input ended"
     finally:
+        view.close()
+
+
+# --- hardening: stream caps, stalled clients, token handling -------------------------------------------------------------
+
+def open_stream(view: WebView, path: str) -> tuple[socket.socket, bytes]:
+    """A raw connection to ``path``; returns it (left open) and the status line."""
+    s = socket.create_connection((view.host, view.port), timeout=10)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return s, s.recv(64).split(b"\r\n", 1)[0]
+
+
+def wait_until(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_live_streams_are_capped():
+    view = WebView("detect", max_streams=2)
+    view.frames.publish(np.zeros((32, 32, 3), np.uint8))
+    try:
+        a, status_a = open_stream(view, "/events")
+        b, status_b = open_stream(view, "/stream.mjpg")
+        assert b"200" in status_a and b"200" in status_b
+        assert wait_until(lambda: sum(view.streams.values()) == 2)
+        for path in ("/events", "/stream.mjpg"):
+            code, body = get(view, path)
+            assert code == 503 and b"too many live streams" in body
+        assert get(view, "/api/stats")[0] == 200  # ordinary requests are not streams
+        stats = json.loads(get(view, "/api/stats")[1])
+        assert stats["streams"] == 2 and stats["streams_refused"] == 2 and stats["max_streams"] == 2
+        a.close()
+        assert wait_until(lambda: view.streams["sse"] == 0, 5)  # a closed tab frees its stream within a second or so
+        c, status_c = open_stream(view, "/events")
+        assert b"200" in status_c
+        b.close()
+        c.close()
+    finally:
+        view.close()
+    with pytest.raises(ConfigError, match="max_streams"):
+        WebView("detect", max_streams=0)
+    with pytest.raises(ConfigError, match="send_timeout_s"):
+        WebView("detect", send_timeout_s=60)
+
+
+def test_stalled_clients_are_dropped():
+    import inspect
+
+    assert inspect.signature(WebView).parameters["send_timeout_s"].default <= 30  # by default a stalled client goes within 30 s
+    view = WebView("detect", send_timeout_s=1.0, max_fps=30)
+    noise = np.random.default_rng(0).integers(0, 255, (720, 960, 3), dtype=np.uint8)  # ~0.5 MB JPEGs fill socket buffers fast
+    stop = threading.Event()
+
+    def feed() -> None:
+        i = 0
+        while not stop.is_set():
+            view.frames.publish(noise)
+            view.sink({"event": "trigger", "word": "x" * 20000, "time": float(i), "score": 1.0})  # big SSE items
+            i += 1
+            time.sleep(0.02)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    clients = []
+    try:
+        for path in ("/stream.mjpg", "/events"):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect((view.host, view.port))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())  # and never read
+            clients.append(s)
+        assert wait_until(lambda: view.streams == {"mjpeg": 1, "sse": 1}, 5)
+        t0 = time.monotonic()
+        assert wait_until(lambda: sum(view.streams.values()) == 0, 20), view.streams
+        assert time.monotonic() - t0 < 15
+    finally:
+        stop.set()
+        t.join()
+        for s in clients:
+            s.close()
+        view.close()
+
+
+def serve_args(*argv: str):
+    import argparse
+
+    from sdk.web.serve import add_serve_args
+
+    p = argparse.ArgumentParser()
+    add_serve_args(p)
+    return p.parse_args(list(argv))
+
+
+def test_token_from_file_env_or_flag(tmp_path, monkeypatch, caplog):
+    from sdk.web.serve import TOKEN_ENV, serve_options
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    f = tmp_path / "token"
+    f.write_text(TOKEN + "\n")
+    os.chmod(f, 0o600)
+    with caplog.at_level("WARNING", logger="edgesdk.web"):
+        assert serve_options(serve_args("--serve", "0.0.0.0:0", "--token-file", str(f))).token == TOKEN
+        monkeypatch.setenv(TOKEN_ENV, TOKEN)
+        assert serve_options(serve_args("--serve", "0.0.0.0:0")).token == TOKEN
+    assert not caplog.records  # neither way is worth a warning
+    with caplog.at_level("WARNING", logger="edgesdk.web"):
+        assert serve_options(serve_args("--serve", "0.0.0.0:0", "--token", TOKEN)).token == TOKEN
+    assert any("ps" in r.getMessage() and TOKEN not in r.getMessage() for r in caplog.records)
+    os.chmod(f, 0o644)
+    with pytest.raises(ConfigError, match=r"--token-file .*mode 0644.*chmod 600"):
+        serve_options(serve_args("--serve", "0", "--token-file", str(f)))
+    os.chmod(f, 0o600)
+    with pytest.raises(ConfigError, match="both given"):
+        serve_options(serve_args("--serve", "0", "--token-file", str(f), "--token", TOKEN))
+    f.write_text("short\n")
+    with pytest.raises(ConfigError, match="--token-file .*8-256 characters"):
+        serve_options(serve_args("--serve", "0", "--token-file", str(f)))
+    with pytest.raises(ConfigError, match="--token-file .*cannot read"):
+        serve_options(serve_args("--serve", "0", "--token-file", str(tmp_path / "missing")))
+    link = tmp_path / "link"
+    link.symlink_to(f)
+    with pytest.raises(ConfigError, match="--token-file"):  # a symlink could point anywhere: refused
+        serve_options(serve_args("--serve", "0", "--token-file", str(link)))
+    with pytest.raises(ConfigError, match="--max-streams"):
+        serve_options(serve_args("--serve", "0", "--max-streams", "0"))
+
+
+def test_token_is_never_logged(monkeypatch, caplog):
+    from sdk.console import Output
+    from sdk.web.serve import ServeOptions, start_web, stop_web
+
+    with caplog.at_level("DEBUG"):
+        web = start_web(ServeOptions("127.0.0.1", 0, TOKEN, 0.0), Output(), "detect")
+        try:
+            assert get(web, f"/api/stats?token={TOKEN}")[0] == 200
+            web.linger(0.01)
+        finally:
+            stop_web(web, ServeOptions("127.0.0.1", 0, TOKEN, 0.0))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "web view on http://127.0.0.1:" in text and "?token=..." in text and TOKEN not in text
+    assert TOKEN in web.url_with_token() and TOKEN not in web.url
+
+
+def test_cli_refuses_an_unprotected_token_file(tmp_path, capsys):
+    f = tmp_path / "token"
+    f.write_text(TOKEN)
+    os.chmod(f, 0o644)
+    code = main(["detect", "--source", "apps/detect/samples/demo.mp4", "--serve", "0.0.0.0:0", "--token-file", str(f)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "chmod 600" in err[0], err
+
+
+def test_closed_viewers_free_their_streams_without_new_data():
+    """After the input ended (no new frames or events), a closed tab must still give its stream back."""
+    view = WebView("detect", max_streams=2)
+    view.frames.publish(np.zeros((32, 32, 3), np.uint8))
+    try:
+        conns = [open_stream(view, p)[0] for p in ("/stream.mjpg", "/events")]
+        assert wait_until(lambda: sum(view.streams.values()) == 2)
+        for c in conns:
+            c.close()
+        assert wait_until(lambda: sum(view.streams.values()) == 0, 5), view.streams
+    finally:
+        view.close()
+
+
+def test_idle_connections_are_capped_and_time_out():
+    from sdk.web.server import MAX_CONNECTIONS
+
+    view = WebView("detect", send_timeout_s=2.0)
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # connect and never send a request (slowloris)
+            idle.append(socket.create_connection((view.host, view.port), timeout=10))
+        assert wait_until(lambda: view.httpd.open_connections == MAX_CONNECTIONS)
+        extra = socket.create_connection((view.host, view.port), timeout=10)
+        assert extra.recv(1) == b""  # closed at once: no thread for it
+        extra.close()
+        assert wait_until(lambda: view.httpd.open_connections == 0, 10)  # each idle one dropped after send_timeout_s
+        assert get(view, "/api/stats")[0] == 200
+    finally:
+        for s in idle:
+            s.close()
         view.close()

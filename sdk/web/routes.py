@@ -1,12 +1,23 @@
-"""Request handling for :class:`sdk.web.server.WebView`: a fixed route table, nothing else."""
+"""Request handling for :class:`sdk.web.server.WebView`: a fixed route table, nothing else.
+
+Imports go one way: :mod:`sdk.web.server` builds its handler from this module, which never
+imports the server (a view is any object with the attributes :class:`Handler` reads).
+"""
 
 from __future__ import annotations
 
+import hmac
+import json
+import select
+import socket
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from sdk.web.server import BOUNDARY, STATIC_FILES, authorized, dumps, split_path
+STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+BOUNDARY = "edgesdkframe"
+KEEPALIVE_S = 10.0  # an SSE comment this often keeps proxies from closing a quiet stream
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -17,13 +28,39 @@ SECURITY_HEADERS = {
 }
 
 
+def authorized(view: Any, query: str, header: str | None) -> bool:
+    """Constant-time check of ``?token=`` or ``Authorization: Bearer`` against the view's token."""
+    if view.token is None:
+        return True
+    given = parse_qs(query).get("token", [""])[-1]
+    if header and header.startswith("Bearer "):
+        given = header[7:].strip()
+    return hmac.compare_digest(given.encode(), view.token.encode())
+
+
+def split_path(raw: str) -> tuple[str, str]:
+    parts = urlsplit(raw)
+    return parts.path, parts.query
+
+
+def dumps(obj: Any) -> bytes:
+    from sdk.console import to_jsonable
+
+    return json.dumps(obj, default=to_jsonable).encode()
+
+
 class Handler(BaseHTTPRequestHandler):
     """One request; ``view`` is set on a per-server subclass."""
 
     view: Any = None
-    timeout = 20  # a viewer that stops reading is dropped after this many seconds of a blocked send
     server_version = "edgesdk-web"
     sys_version = ""
+
+    def setup(self) -> None:
+        # the socket timeout bounds each whole send (socket.sendall): a viewer that stops reading
+        # is dropped after send_timeout_s, and one that never sends its request line as well
+        self.timeout = self.view.send_timeout_s
+        super().setup()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path, query = split_path(self.path)
@@ -88,52 +125,77 @@ class Handler(BaseHTTPRequestHandler):
     def metrics(self) -> None:
         self._send(200, "text/plain; version=0.0.4; charset=utf-8", self.view.metrics.prometheus().encode())
 
+    def _peer_gone(self) -> bool:
+        """True when the client closed its side (readable with nothing to read): its stream slot is free again."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _busy(self) -> None:
+        self._send(503, "text/plain; charset=utf-8", b"too many live streams open; close another tab or try again later\n",
+                   {"Retry-After": "10", "Connection": "close"})
+        self.close_connection = True
+
     def stream(self) -> None:
         """MJPEG: the newest annotated frame, at most ``max_fps`` a second; a slow viewer skips frames."""
         view, slot = self.view, self.view.frames
-        self.send_response(200)
-        self._headers(f"multipart/x-mixed-replace; boundary={BOUNDARY}", {"Connection": "close"})
+        if not view.open_stream("mjpeg"):
+            self._busy()
+            return
         period = 1.0 / max(view.max_fps, 0.1)
         seq, due = 0, 0.0
-        with view._lock:
-            view.viewers += 1
         try:
+            self.send_response(200)
+            self._headers(f"multipart/x-mixed-replace; boundary={BOUNDARY}", {"Connection": "close"})
             while not view.stop.is_set():
                 wait = due - time.monotonic()
                 if wait > 0 and view.stop.wait(wait):
                     break
                 if slot.wait_newer(seq, 1.0) == seq:
+                    if self._peer_gone():  # no new frame to write: a closed tab must still free its stream
+                        break
                     continue
                 seq, jpeg = slot.jpeg()
                 head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
                 self.wfile.write(head + jpeg + b"\r\n")
                 due = time.monotonic() + period
                 view.frames_sent += 1
-        except OSError:  # TimeoutError included: viewer gone or stalled past `timeout`
+        except OSError:  # TimeoutError included: viewer gone or stalled past send_timeout_s
             pass
         finally:
-            with view._lock:
-                view.viewers -= 1
+            view.close_stream("mjpeg")
             self.close_connection = True
 
     def sse(self) -> None:
         """Server-Sent Events: the recent history first, then each new event or score as it comes."""
         view = self.view
-        self.send_response(200)
-        self._headers("text/event-stream; charset=utf-8", {"Connection": "close"})
+        if not view.open_stream("sse"):
+            self._busy()
+            return
         last = 0
         try:
+            self.send_response(200)
+            self._headers("text/event-stream; charset=utf-8", {"Connection": "close"})
+            quiet_since = time.monotonic()
             while not view.stop.is_set():
-                items = view.events.since(last, timeout=10.0)
+                items = view.events.since(last, timeout=1.0)
                 if not items:
-                    self.wfile.write(b": keep-alive\n\n")
+                    if self._peer_gone():
+                        break
+                    if time.monotonic() - quiet_since >= KEEPALIVE_S:
+                        self.wfile.write(b": keep-alive\n\n")
+                        quiet_since = time.monotonic()
                     continue
+                quiet_since = time.monotonic()
                 chunk = b"".join(b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, kind.encode(), dumps(obj)) for seq, kind, obj in items)
                 self.wfile.write(chunk)
                 last = items[-1][0]
-        except OSError:  # viewer gone, or stalled past `timeout`
+        except OSError:  # viewer gone, or stalled past send_timeout_s
             pass
         finally:
+            view.close_stream("sse")
             self.close_connection = True
 
 

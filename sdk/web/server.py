@@ -4,14 +4,15 @@ Standard library only (``ThreadingHTTPServer``): a Pi needs no extra packages an
 frontend build. Routes are a fixed table; static files are a fixed allow-list read from this
 package, so no URL ever becomes a file-system path. Off loopback a token is mandatory and
 every route checks it (``?token=`` or ``Authorization: Bearer``), compared in constant time.
-The web view is read-only: it has no route that enrols, deletes or changes anything.
+The web view is read-only: it has no route that enrols, deletes or changes anything. Live
+streams (MJPEG and Server-Sent Events) are capped at ``max_streams`` (503 beyond), connections
+at :data:`MAX_CONNECTIONS`, and a client that stops reading is dropped after ``send_timeout_s``.
+The token never appears in logs: :attr:`WebView.url` hides it.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
-import json
 import logging
 import re
 import sys
@@ -21,18 +22,18 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from sdk.errors import ConfigError
 from sdk.telemetry import Metrics, is_event
+from sdk.web.routes import STATIC_FILES, Handler
 from sdk.web.state import EventLog, FrameSlot
 
 log = logging.getLogger("edgesdk.web")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~-]{8,256}")
-BOUNDARY = "edgesdkframe"
+MAX_CONNECTIONS = 64  # open connections of any kind (each is a thread); more are closed at once
+MAX_SEND_TIMEOUT_S = 30.0
 
 
 def parse_serve(text: str) -> tuple[str, int]:
@@ -73,6 +74,36 @@ def check_bind(host: str, port: int, token: str | None) -> None:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stalled viewer's thread must never keep the app from exiting
+    request_queue_size = MAX_CONNECTIONS  # listen() backlog: socketserver's 5 stalls a burst of page loads
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.open_connections = 0
+        self._count_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # one thread per connection: a flood of idle connections must not grow threads without bound
+        with self._count_lock:
+            full = self.open_connections >= MAX_CONNECTIONS
+            self.open_connections += not full
+        if full:
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._done()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._count_lock:
+            self.open_connections -= 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a viewer closing its tab mid-response is routine: no traceback on the app's stderr
@@ -94,19 +125,31 @@ class WebView:
         identities: Callable listing enrolled identities (face).
         max_fps: Frame-rate cap of each MJPEG viewer.
         draw: Draws detections on a frame for the stream (detect).
+        stall_s: ``/healthz`` says ``stalled`` once frames stop for this long.
+        max_streams: Live streams (MJPEG and ``/events``) open at once; more get 503.
+        send_timeout_s: A client that accepts no data for this long (at most 30 s) is dropped.
+
+    Raises:
+        ConfigError: A bad address, token, ``max_streams`` or ``send_timeout_s``, or a port in use.
     """
 
     def __init__(self, app: str, host: str = "127.0.0.1", port: int = 0, token: str | None = None, info: dict[str, Any] | None = None,
                  frame_hook: bool = False, identities: Callable[[], list[dict[str, Any]]] | None = None, max_fps: float = 10.0,
-                 draw: Callable[..., Any] | None = None, stall_s: float = 30.0) -> None:
+                 draw: Callable[..., Any] | None = None, stall_s: float = 30.0, max_streams: int = 8, send_timeout_s: float = 20.0) -> None:
         check_bind(host, port, token)
+        if not 1 <= max_streams <= MAX_CONNECTIONS // 2:
+            raise ConfigError(f"max_streams must be 1-{MAX_CONNECTIONS // 2}, got {max_streams}", param="max_streams")
+        if not 0 < send_timeout_s <= MAX_SEND_TIMEOUT_S:
+            raise ConfigError(f"send_timeout_s must be in (0, {MAX_SEND_TIMEOUT_S:g}], got {send_timeout_s}", param="send_timeout_s")
+        self.max_streams, self.send_timeout_s = max_streams, send_timeout_s
+        self.streams = {"mjpeg": 0, "sse": 0}
+        self.streams_refused = 0
         self.app, self.token, self.info = app, token, dict(info or {})
         self.metrics = Metrics(app)
         self.frames = FrameSlot(draw)
         self.events = EventLog(1000)
         self.faces: dict[str, dict[str, Any]] = {}
         self.frame_hook, self.identities, self.max_fps, self.stall_s = frame_hook, identities, max_fps, stall_s
-        self.viewers = 0
         self.frames_sent = 0
         self.ended = False  # the app's input is over; still serving (--serve-linger)
         self.stop = threading.Event()
@@ -124,9 +167,31 @@ class WebView:
 
     @property
     def url(self) -> str:
-        """The page's address (with the token when one is set)."""
+        """The page's address for logs: the token, when one is set, shows as ``?token=...`` (never in full)."""
+        return self.url_with_token().replace(f"?token={self.token}", "?token=...") if self.token else self.url_with_token()
+
+    def url_with_token(self) -> str:
+        """The page's address with the token: to open the page, never to log."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    @property
+    def viewers(self) -> int:
+        """MJPEG viewers connected now."""
+        return self.streams["mjpeg"]
+
+    def open_stream(self, kind: str) -> bool:
+        """Count a new live stream of ``kind`` (``mjpeg``/``sse``); False (and counted as refused) beyond ``max_streams``."""
+        with self._lock:
+            if sum(self.streams.values()) >= self.max_streams:
+                self.streams_refused += 1
+                return False
+            self.streams[kind] += 1
+            return True
+
+    def close_stream(self, kind: str) -> None:
+        with self._lock:
+            self.streams[kind] -= 1
 
     def host_allowed(self, header: str) -> bool:
         """A ``Host`` header naming loopback or the bound address (any port)."""
@@ -161,7 +226,8 @@ class WebView:
 
     def stats(self) -> dict[str, Any]:
         """``/api/stats``: the metrics snapshot plus the web view's own counters."""
-        return {**self.metrics.snapshot(), "viewers": self.viewers, "frames_sent": self.frames_sent, "frames_encoded": self.frames.encoded}
+        return {**self.metrics.snapshot(), "viewers": self.viewers, "frames_sent": self.frames_sent, "frames_encoded": self.frames.encoded,
+                "streams": sum(self.streams.values()), "max_streams": self.max_streams, "streams_refused": self.streams_refused}
 
     def face_state(self) -> dict[str, Any]:
         with self._lock:
@@ -185,27 +251,4 @@ class WebView:
 
 
 def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:
-    from sdk.web.routes import Handler
-
     return type("BoundHandler", (Handler,), {"view": view})
-
-
-def authorized(view: WebView, query: str, header: str | None) -> bool:
-    """Constant-time check of ``?token=`` or ``Authorization: Bearer`` against the view's token."""
-    if view.token is None:
-        return True
-    given = parse_qs(query).get("token", [""])[-1]
-    if header and header.startswith("Bearer "):
-        given = header[7:].strip()
-    return hmac.compare_digest(given.encode(), view.token.encode())
-
-
-def split_path(raw: str) -> tuple[str, str]:
-    parts = urlsplit(raw)
-    return parts.path, parts.query
-
-
-def dumps(obj: Any) -> bytes:
-    from sdk.console import to_jsonable
-
-    return json.dumps(obj, default=to_jsonable).encode()
