@@ -22,6 +22,7 @@ from apps.registry import CONFIG_APPS
 from sdk.config import from_dict
 from sdk.console import common_parent
 from sdk.errors import ConfigError
+from sdk.yamlio import clip
 
 log = logging.getLogger("edgesdk.run")
 
@@ -156,21 +157,21 @@ def _option_argv(app: str, key: str, value: Any) -> list[str]:
     flag = f"--{name}"
     if action.nargs == 0:  # store_true / store_false / count
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {clip(value)}")
         return [flag] if value else []
     values = value if isinstance(value, list) and isinstance(action, argparse._AppendAction) else [value]
     argv: list[str] = []
     for v in values:
         if isinstance(v, (dict, list)) or v is None:
-            raise ConfigError(f"{where}: expected a single value, got {v!r}")
+            raise ConfigError(f"{where}: expected a single value, got {clip(v)}")
         text = str(v).lower() if isinstance(v, bool) else str(v)
         if callable(action.type):
             try:
                 action.type(text)
             except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
-                raise ConfigError(f"{where}: expected {getattr(action.type, '__name__', 'a valid value')}, got {v!r}") from e
+                raise ConfigError(f"{where}: expected {getattr(action.type, '__name__', 'a valid value')}, got {clip(v)}") from e
         if action.choices is not None and text not in action.choices:
-            raise ConfigError(f"{where}: expected one of {list(action.choices)}, got {v!r}")
+            raise ConfigError(f"{where}: expected one of {list(action.choices)}, got {clip(v)}")
         argv += [flag, text]
     return argv
 

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ls.set_defaults(func=_list)
     pl = ms.add_parser("pull", parents=[common, reg], help="download, verify and install a model", formatter_class=fmt)
     pl.add_argument("name", metavar="NAME")
-    pl.add_argument("--dir", default=None, help="where to put it (default: $XDG_DATA_HOME/edgesdk/models)")
+    pl.add_argument("--dir", dest="dest_dir", default=None, help="where to put it (default: $XDG_DATA_HOME/edgesdk/models)")
     pl.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     pl.add_argument("--no-convert", action="store_true", help="keep a non-TFLite model as downloaded (no conversion)")
     pl.set_defaults(func=_pull)
@@ -43,7 +43,7 @@ def _pull(args: argparse.Namespace, out: Output) -> int:
 
     progress = not args.no_progress and not args.quiet
     convert = None if args.no_convert or not _host_converter() else (lambda path: convert_dlib(path, progress))
-    res = pull(args.name, args.dir, args.registry, progress=progress, convert=convert)
+    res = pull(args.name, args.dest_dir, args.registry, progress=progress, convert=convert)
     text = f"{res['name']}: {res['path']} ({res['format']}, {res['license']}, sha256 {res['sha256'][:12]})"
     if res["tflite"] and res["tflite"] != res["path"]:
         text += f"\nconverted: {res['tflite']} (card: {res['card']})"

@@ -10,10 +10,10 @@ import dataclasses
 import difflib
 import types
 import typing
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sdk.errors import ConfigError
+from sdk.yamlio import clip
 
 T = TypeVar("T")
 
@@ -73,12 +73,12 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return from_dict(hint, value, path)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {clip(value)}")
         item = args[0] if args else Any
         return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {clip(value)}")
         return dict(value)
     if hint is Any:
         return value
@@ -86,33 +86,10 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return float(value)
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
+            raise ConfigError(f"{path}: expected {hint.__name__}, got {clip(value)}")
         return value
     if typing.get_origin(hint) is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{path}: expected one of {list(args)}, got {value!r}.{_suggest(str(value), map(str, args))}")
+            raise ConfigError(f"{path}: expected one of {list(args)}, got {clip(value)}.{_suggest(str(value), map(str, args))}")
         return value
     return value
-
-
-def load_yaml(cls: type[T], path: str | Path) -> T:
-    """Load a YAML file into dataclass ``cls`` strictly.
-
-    Raises:
-        ConfigError: If the file is missing, not YAML, or does not match ``cls``.
-    """
-    import yaml
-
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read config ({e.strerror}); check the path") from e
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from e
-    try:
-        return from_dict(cls, data)
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from e
