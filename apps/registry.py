@@ -92,7 +92,8 @@ APPS: dict[str, App] = {
                                        "a .wav file, 'mic' (default input) or 'mic:DEVICE' (index or part of a name)")},
             "edgesdk train trigger-word"),
         App("detect", "detect", "detect", "models/detect_int8.tflite",
-            {"detect": ConfigApp(("detect",), ("video",), "0", "camera index, /dev/videoN, video or image file, folder, http:// or rtsp:// URL")},
+            {"detect": ConfigApp(("detect",), ("video",), "0", "camera index, /dev/videoN, video or image file, folder, http:// or rtsp:// URL",
+                                 ("labels",))},
             "edgesdk train detect"),
         App("face", "face-embed", "face", "models/face_embed_int8.tflite",
             {name: ConfigApp(("face", name[5:]), ("video",), "0", "an image file, or a camera index, /dev/videoN, video file or URL", ("db",))

@@ -28,6 +28,7 @@ from sdk.errors import EdgeSDKError
 COMMANDS: dict[str, str] = {
     "convert": "cli.convert",
     "inspect": "cli.inspect_cmd",
+    "card": "cli.card",
     "bench": "cli.bench",
     "devices": "cli.devices",
     **{name: f"apps.{app.package}.cli" for name, app in APPS.items()},
@@ -108,8 +109,10 @@ def flag_message(e: EdgeSDKError, parser: argparse.ArgumentParser, args: argpars
     flag = command_flags(parser, getattr(args, "func", None)).get(param) if param else None
     if not flag:
         return text
-    pattern = re.compile(rf"(?<![\w`-]){re.escape(param)}(?![\w-])|`{re.escape(param)}`")
-    replaced, n = pattern.subn(flag, text, count=1)
+    # a parameter quoted `like_this` is the one meant; else its first appearance as a word
+    replaced, n = re.subn(f"`{re.escape(param)}`", flag, text, count=1)
+    if not n:
+        replaced, n = re.subn(rf"(?<![\w`-]){re.escape(param)}(?![\w-])", flag, text, count=1)
     return replaced if n else f"{flag}: {text}"
 
 

@@ -229,7 +229,7 @@ class EmbeddingStore:
             raise StoreError(f"unknown distance metric {metric!r}; expected one of {METRICS}")
         self.path = Path(path)
         if model_hash is None and not self.path.is_file():
-            raise StoreError(f"{self.path}: no face database here; enroll someone first or pass --db")
+            raise StoreError(f"{self.path}: no face database here; enroll someone first or give another database (`db`)", param="db")
         self._model = (model_hash, dim, model_name)
         self._new_meta = {"model_hash": model_hash or "", "model_name": model_name, "dim": str(dim), "metric": metric,
                           "default_threshold": repr(float(default_threshold))}
@@ -275,7 +275,7 @@ class EmbeddingStore:
             raise StoreError(
                 f"{self.path} holds embeddings from {other} (sha256 {meta.get('model_hash', '?')[:12]}), not from "
                 f"{model_name or 'this model'} (sha256 {model_hash[:12]}); distances across models mean nothing: "
-                f"pass the model it was made with, or another --db and enroll again")
+                f"pass the model it was made with, or another database (`db`) and enroll again", param="db")
         if int(meta.get("dim", -1)) != dim:
             raise StoreError(f"{self.path}: stored embeddings are {meta.get('dim')}-d, the model gives {dim}-d")
 

@@ -127,41 +127,67 @@ class Letterboxer:
         self._buf = np.empty((h, w, 3), dtype=np.uint8) if out is None else out
         self._buf[:] = color
         self.region = self._buf
-        # a video's frames all have one size: its geometry is worked out once
-        self._geometry: tuple[tuple[int, int], Letterbox, np.ndarray, int] | None = None
+        # a video's frames all have one size: its geometry (and its buffers) are worked out once
+        self._geometry: tuple[Any, ...] | None = None
 
-    def _place(self, sw: int, sh: int) -> tuple[Letterbox, np.ndarray, int]:
-        """Mapping, destination view and interpolation for ``sw × sh`` images (repaints the border)."""
-        import cv2
-
+    def _place(self, sw: int, sh: int) -> tuple[Letterbox, np.ndarray, list[np.ndarray], np.ndarray | None]:
+        """Mapping, destination view, halving buffers and a scratch region for ``sw × sh`` images
+        (repaints the border; everything a frame of this size needs is allocated here, once)."""
         w, h = self.size
         if not self.keep_aspect:
-            return Letterbox(w / sw, 0.0, 0.0, sw, sh, h / sh), self._buf, cv2.INTER_LINEAR
-        r = min(w / sw, h / sh)
-        nw, nh = min(w, round(sw * r)), min(h, round(sh * r))
-        px, py = (w - nw) // 2, (h - nh) // 2
-        self._buf[:] = self.color
-        # the exact per-axis scale of the resized region (rounding makes it differ slightly from r)
-        lb = Letterbox(nw / sw, float(px), float(py), sw, sh, nh / sh)
-        return lb, self._buf[py : py + nh, px : px + nw], cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
+            lb, dst = Letterbox(w / sw, 0.0, 0.0, sw, sh, h / sh), self._buf
+        else:
+            r = min(w / sw, h / sh)
+            nw, nh = min(w, round(sw * r)), min(h, round(sh * r))
+            px, py = (w - nw) // 2, (h - nh) // 2
+            self._buf[:] = self.color
+            # the exact per-axis scale of the resized region (rounding makes it differ slightly from r)
+            lb, dst = Letterbox(nw / sw, float(px), float(py), sw, sh, nh / sh), self._buf[py : py + nh, px : px + nw]
+        # shrinking: exact halvings by pixel averaging (OpenCV's fast INTER_AREA case) while at
+        # least 2x is left, then bilinear for the last factor below 2; a general INTER_AREA
+        # resize costs 5-30 ms a frame at 1080p here
+        halves, cw, ch = [], sw, sh
+        while cw % 2 == 0 and ch % 2 == 0 and cw >= 2 * dst.shape[1] and ch >= 2 * dst.shape[0] and (cw, ch) != (2 * dst.shape[1], 2 * dst.shape[0]):
+            cw, ch = cw // 2, ch // 2
+            halves.append(np.empty((ch, cw, 3), np.uint8))
+        scratch = None if dst.flags.c_contiguous else np.empty(dst.shape, np.uint8)
+        return lb, dst, halves, scratch
+
+    @property
+    def scratch(self) -> np.ndarray:
+        """A contiguous buffer shaped like :attr:`region` (the region itself when contiguous)."""
+        if self._geometry is None or self._geometry[-1] is None:
+            return self.region
+        return self._geometry[-1]
 
     def __call__(self, img: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        import cv2
-
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"letterbox expects an (H, W, 3) image, got shape {img.shape}")
         key = (img.shape[1], img.shape[0])
         if self._geometry is None or self._geometry[0] != key:
             self._geometry = (key, *self._place(*key))
-        _, lb, dst, interp = self._geometry
+        _, lb, dst, halves, scratch = self._geometry
         self.region = dst
         if dst.shape[:2] == img.shape[:2]:
             dst[:] = img
-        elif dst.flags.c_contiguous:  # full-width band: resize straight into the buffer
-            cv2.resize(img, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interp)
-        else:
-            dst[:] = cv2.resize(img, (dst.shape[1], dst.shape[0]), interpolation=interp)
+            return self._buf, lb
+        _resize(img, dst if scratch is None else scratch, halves)
+        if scratch is not None:  # a pillarbox column: OpenCV cannot write into the strided view
+            dst[:] = scratch
         return self._buf, lb
+
+
+def _resize(img: np.ndarray, out: np.ndarray, halves: Sequence[np.ndarray]) -> None:
+    """``img`` resized into ``out`` through the preallocated halving buffers ``halves``."""
+    import cv2
+
+    src = img
+    for buf in halves:
+        cv2.resize(src, (buf.shape[1], buf.shape[0]), dst=buf, interpolation=cv2.INTER_AREA)
+        src = buf
+    h, w = out.shape[:2]
+    exact_half = src.shape[0] == 2 * h and src.shape[1] == 2 * w
+    cv2.resize(src, (w, h), dst=out, interpolation=cv2.INTER_AREA if exact_half else cv2.INTER_LINEAR)
 
 
 def letterbox(img: np.ndarray, size: Sequence[int], color: int = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
@@ -253,6 +279,31 @@ def quantize_lut(mean: Any, std: Any, scale: float, zero_point: int, dtype: Any)
     return quantize((np.arange(256, dtype=np.float32)[:, None] - mean_c) * inv_c, scale, zero_point, dtype)
 
 
+# input ranges a quantized input may imply: (low, high, mean, std, how it is said)
+KNOWN_RANGES = ((0.0, 1.0, "[0, 1]"), (-1.0, 1.0, "[-1, 1]"), (0.0, 255.0, "0-255"))
+
+
+def range_from_quant(scale: float, zero_point: int, dtype: Any) -> tuple[float, float, str] | None:
+    """``(mean, std, range)`` an 8-bit input's quantization implies, or ``None``.
+
+    When the 256 levels of the type span one of :data:`KNOWN_RANGES` (within 2%), the model
+    was calibrated on pixels scaled to that range: the returned ``mean``/``std`` map each pixel
+    value to one quantized level (``mean = zero_point - type min``, ``std = 1 / scale``), the
+    mapping the model's own calibration used (a uint8 SSD with scale 1/128 and zero point 128
+    takes the pixels as they are).
+    """
+    dt = np.dtype(dtype)
+    if dt.kind not in "iu" or dt.itemsize != 1 or not scale > 0:
+        return None
+    info = np.iinfo(dt)
+    lo, hi = (info.min - zero_point) * scale, (info.max - zero_point) * scale
+    for low, high, text in KNOWN_RANGES:
+        span = high - low
+        if abs(lo - low) <= 0.02 * span and abs(hi - high) <= 0.02 * span:
+            return float(zero_point - info.min), float(1.0 / scale), text
+    return None
+
+
 class Preprocessor:
     """The card's ``input`` recipe as one callable: BGR frame → ``[1, h, w, 3]`` tensor + Letterbox.
 
@@ -290,9 +341,12 @@ class Preprocessor:
             # cv2.LUT wants uint8 bits; a single-channel table is 3x faster than a 3-channel one
             self._lut = np.ascontiguousarray(table[:, 0] if same else table[None]).view(np.uint8)
             # the usual int8 input (scale 1/255, zero point -128) maps pixel p to p - 128, whose
-            # bits are p ^ 0x80: one XOR instead of a table lookup
+            # bits are p ^ 0x80: one XOR instead of a table lookup; a uint8 input taking pixels
+            # as they are (0-255, or [-1, 1] as scale 1/128, zero point 128) needs nothing at all
             bits = np.ascontiguousarray(table).view(np.uint8)
-            self._xor = bool(np.all(bits == (np.arange(256, dtype=np.uint8) ^ 0x80)[:, None]))
+            levels = np.arange(256, dtype=np.uint8)[:, None]
+            self._xor = bool(np.all(bits == levels ^ 0x80))
+            self._identity = bool(np.all(bits == levels))
             self._qbuf = np.empty((1, h, w, 3), dtype=np.uint8)
             self._tensor = self._qbuf.view(self._dtype)
             # letterbox straight into the tensor, its border already quantized: each frame then
@@ -330,7 +384,9 @@ class Preprocessor:
             return self._tensor, lb
         region = self._boxer.region
         if not region.flags.c_contiguous:  # a pillarbox column: OpenCV cannot write into the view
-            region[:] = self._quantize(region.copy())
+            tmp = self._boxer.scratch
+            tmp[:] = region
+            region[:] = self._quantize(tmp)
         else:
             self._quantize(region)
         return self._tensor, lb
@@ -341,6 +397,8 @@ class Preprocessor:
 
         if self.channel_order == "rgb":
             cv2.cvtColor(region, cv2.COLOR_BGR2RGB, dst=region)
+        if self._identity:
+            return region
         if self._xor:
             np.bitwise_xor(region, np.uint8(0x80), out=region)
         else:

@@ -9,6 +9,7 @@ known. Models are built once per session in a child process (the device side sta
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -294,15 +295,18 @@ def test_bad_inputs(models, video, tmp_path, capsys):
     assert code == 2 and "3 labels, but the model has 2 classes" in err
     labels.write_text("left\nright\n")
     det = Detector(Runner(split), Settings(labels_file=str(labels)))
-    assert det.labels == ["left", "right"] and det.labels_from.startswith("--labels")
+    assert det.labels == ["left", "right"] and det.labels_from.startswith("the labels file")
     code, _, err = run_cli(["detect", "-m", split, "-s", "/dev/video93"], capsys)
     assert code == 2 and "video devices on this machine" in err
     code, _, err = run_cli(["detect", "-m", split, "-s", str(video), "--yolo", "v2"], capsys)
-    assert code == 2 and "[1, 16, 2]" in err and "--yolo" in err
+    assert code == 2 and "[1, 16, 2]" in err and "set --decoder to the family" in err and "Traceback" not in err
     code, _, err = run_cli(["detect", "-m", split, "-s", str(video), "--conf", "1.5"], capsys)
     assert code == 2 and "--conf: expected a number in [0, 1], got '1.5'" in err
-    with pytest.raises(ConfigError, match="--labels"):
+    with pytest.raises(ConfigError, match="^labels_file .*missing.txt: cannot read it") as e:  # the library names its parameter
         Detector(Runner(split), Settings(labels_file=str(tmp_path / "missing.txt")))
+    assert e.value.param == "labels_file"
+    code, _, err = run_cli(["detect", "-m", split, "-s", str(video), "--labels", str(tmp_path / "missing.txt")], capsys)
+    assert code == 2 and "error: --labels " in err and "cannot read it" in err
     if "NONE" in cv2.getBuildInformation().split("GUI:")[1].splitlines()[0]:  # headless OpenCV
         code, _, err = run_cli(["detect", "-m", split, "-s", str(video), "--show"], capsys)
         assert code == 2 and "--show needs a GUI build of OpenCV" in err
@@ -310,9 +314,10 @@ def test_bad_inputs(models, video, tmp_path, capsys):
 
 def test_default_model_missing_is_a_clear_error(monkeypatch, tmp_path, video, capsys):
     import apps.detect.app as app
+    from apps.registry import APPS
 
     monkeypatch.setattr(app, "DEFAULT_MODEL", tmp_path / "nope.tflite")
-    with pytest.raises(ModelFormatError, match="edgesdk train detect"):
+    with pytest.raises(ModelFormatError, match=re.escape(APPS["detect"].rebuild)):
         app.default_model()
     code, _, err = run_cli(["detect", "-s", str(video)], capsys)
     assert code == 2 and "default detection model" in err
@@ -340,7 +345,7 @@ def test_demo_runs_the_default_model_on_the_bundled_video(models, video, monkeyp
     assert ev["frames"] == 12 and ev["detections"] == {"red": 12, "green": 12}
     monkeypatch.setattr(demo, "SAMPLE", video.with_name("none.mp4"))
     demo.demo(Output(json_mode=True))
-    assert json.loads(capsys.readouterr().out)["status"] == "demo video missing"
+    assert json.loads(capsys.readouterr().out)["status"] == "demo samples missing"
 
 
 def test_device_side_runs_with_tensorflow_blocked(models, video):
@@ -375,20 +380,20 @@ def _frames(path: Path, n: int) -> list[np.ndarray]:
 @pytest.mark.parametrize("conf", [0.001, 0.25])
 def test_int8_outputs_decoded_in_the_quantized_domain_match_the_float_path(models, video, conf):
     """The Detector's fast path (decode stored int8, dequantize only what passes) changes nothing:
-    on the test models and on the shipped default model over the bundled demo video."""
+    on the test models and on the shipped default model over the bundled photos."""
     from apps.detect.app import DEFAULT_MODEL
 
-    cases = [(models / "split_int8.tflite", video), (models / "ultra_int8.tflite", video)]
-    demo_video = DEFAULT_MODEL.parent.parent / "samples" / "demo.mp4"
-    if DEFAULT_MODEL.is_file() and demo_video.is_file():
-        cases.append((DEFAULT_MODEL, demo_video))
-    for model, clip in cases:
+    cases = [(models / "split_int8.tflite", _frames(video, 60)), (models / "ultra_int8.tflite", _frames(video, 60))]
+    photos = sorted((DEFAULT_MODEL.parent.parent / "samples" / "photos").glob("*.jpg"))
+    if DEFAULT_MODEL.is_file() and photos:  # the shipped COCO model on the bundled photos
+        cases.append((DEFAULT_MODEL, [cv2.imread(str(p)) for p in photos]))
+    for model, frames in cases:
         fast = Detector(Runner(model), Settings(conf=conf))
         slow = Detector(Runner(model), Settings(conf=conf))
         slow._raw = False  # what the Detector did before: the Runner dequantizes every output
         assert fast._raw, model
         found = 0
-        for frame in _frames(clip, 60):
+        for frame in frames:
             got = fast(frame)
             assert got == slow(frame), model
             found += len(got)

@@ -190,5 +190,5 @@ def test_four_class_split_model_decodes_by_the_card_roles(small_set, tmp_path):
     # the same model without the roles: shapes and names cannot tell, so it is a clear error
     bare = dataclasses.replace(r.card, output={k: v for k, v in r.card.output.items() if k not in ("boxes", "scores")})
     write_card(res.path, bare, tmp_path / "bare.tflite")
-    with pytest.raises(ModelFormatError, match=r"\[\[1, 80, 4\], \[1, 80, 4\]\].*ambiguous.*--yolo"):
+    with pytest.raises(ModelFormatError, match=r"\[\[1, 80, 4\], \[1, 80, 4\]\].*ambiguous.*set decoder"):
         Detector(Runner(tmp_path / "bare.tflite"))

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": set(PACKAGES),
 }
 # apps/<app>/ modules that run on the host only (TensorFlow recipes): the only ones that may use converters
-HOST_SIDE = {"model", "train", "eval", "data", "dataset", "augment", "texts", "int8", "calibrate", "fit", "jobs"}
+HOST_SIDE = {"model", "train", "eval", "data", "dataset", "augment", "texts", "int8", "calibrate", "fit", "jobs", "operating_point"}
 
 
 def module_files() -> dict[str, Path]:

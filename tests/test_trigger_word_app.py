@@ -188,7 +188,7 @@ def test_evaluate_rates_delay_and_sweep(tmp_path, models):
     assert len(res["det"]) == 118 and res["det"][-1][0] == 0.9999 and res["det"][-1][1] >= res["det"][0][1]  # misses grow with the threshold
     # other operating points come from the same scores and equal evaluating with them in the card
     from apps.trigger_word.eval import report, score
-    from apps.trigger_word.train import set_operating_point
+    from apps.trigger_word.operating_point import set_operating_point
 
     scores = score(models["score"], pos, neg, progress=False)
     assert report(scores)["det"] == res["det"] and report(scores)["frr"] == res["frr"]
@@ -197,7 +197,7 @@ def test_evaluate_rates_delay_and_sweep(tmp_path, models):
     assert other == {k: v for k, v in report(scores, 0.7, 3).items() if k not in ("model", "speed_x_realtime")}
     assert other["det"] != res["det"] and other["smoothing"] == 3
     # the recipe's operating point: chosen on one scoring, its rates equal evaluating the model set to it
-    from apps.trigger_word.train import choose_operating_point
+    from apps.trigger_word.operating_point import choose_operating_point
 
     thr, k, rates = choose_operating_point(scores)
     set_operating_point(models["score"], thr, k, tmp_path / "chosen.tflite")
@@ -214,7 +214,8 @@ def test_evaluate_rates_delay_and_sweep(tmp_path, models):
 
 def test_sets_scored_in_workers_equal_scored_here(tmp_path, models):
     """The recipe scores its evaluation sets two at a time, one thread each: the same scores, bit for bit."""
-    from apps.trigger_word.train import _score_set, run_jobs
+    from apps.trigger_word.jobs import run_jobs
+    from apps.trigger_word.operating_point import _score_set
 
     pos, neg = _eval_sets(tmp_path)
     sets = [(models["score"], sorted(pos.glob("*.wav")), sorted(neg.glob("*.wav"))), (models["sequence"], sorted(pos.glob("*.wav")), [])]

@@ -94,7 +94,7 @@ def test_confusables_for_any_word_exclude_the_word() -> None:
     near = D.confusables("computer", n=10)
     assert len(near) == 10 and "computer" not in near
     assert "captivate" in D.confusables("activate") and not any(D.contains_word(w, "activate") for w in D.confusables("activate"))
-    with pytest.raises(ConfigError, match="--word"):
+    with pytest.raises(ConfigError, match="word: expected English letters"):
         D.check_word("act1vate!")
 
 

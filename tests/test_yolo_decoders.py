@@ -118,7 +118,8 @@ def test_yolov2_course_grid_anchors_in_cells():
     truth = [((64.0, 70.0, 160.0, 128.0), 1, 0.8), ((20.0, 150.0, 60.0, 250.0), 3, 0.6)]
     t = _grid_logits(s, anchors_px, c, truth, stride, softmax=True)
     dec, why = choose_decoder([t.shape], (256, 256))
-    assert dec.name == "yolov2" and "default yolov2 anchors" in why and "4 classes" in why
+    assert dec.name == "yolov2" and "4 classes" in why
+    assert [g.param for g in dec.guesses] == ["decoder", "anchors"] and "darknet YOLOv2 defaults" in dec.guesses[1].what
     _check(dec([t], 0.25), truth, atol=1e-2)
 
 
@@ -160,16 +161,20 @@ def test_choice_order_override_card_ultralytics_shapes():
     dec, why = choose_decoder([(1, 8400, 84)], (640, 640))
     assert dec.name == "yolov8"  # N = one box per cell: anchor-free even though rows come first
     dec, why = choose_decoder([(1, 8400, 85)], (640, 640), override="v5")
-    assert dec.name == "yolov5" and "--yolo v5" in why
+    assert dec.name == "yolov5" and "decoder=v5" in why and not dec.guesses
 
 
 def test_no_matching_layout_names_shapes_and_flag():
-    with pytest.raises(ModelFormatError, match=r"\[1, 10\].*--yolo"):
+    with pytest.raises(ModelFormatError, match=r"\[1, 10\].*set decoder") as e:
         choose_decoder([(1, 10), (1, 3), (1, 7)], (64, 64))
-    with pytest.raises(ModelFormatError, match=r"do not fit the yolov2.*--yolo"):
+    assert e.value.param == "decoder"
+    with pytest.raises(ModelFormatError, match=r"set anchors.*\[1, 8, 8, 31\] does not hold 5 of them") as e:
         choose_decoder([(1, 8, 8, 31)], (64, 64), override="v2")
-    with pytest.raises(ModelFormatError, match="unknown YOLO decoder"):
-        choose_decoder([(1, 84, 8400)], (64, 64), card_output={"decoder": "ssd"})
+    assert e.value.param == "anchors"
+    with pytest.raises(ModelFormatError, match=r"do not fit the yolov2 layout.*set decoder"):
+        choose_decoder([(1, 10, 4), (1, 10)], (64, 64), override="v2")
+    with pytest.raises(ModelFormatError, match="unknown decoder 'retinanet'"):
+        choose_decoder([(1, 84, 8400)], (64, 64), card_output={"decoder": "retinanet"})
     with pytest.raises(ModelFormatError, match="task 'segment'"):
         choose_decoder([(1, 84, 8400)], (64, 64), ultralytics={"task": "segment"})
 
@@ -225,9 +230,9 @@ def test_split_roles_from_the_card_names_or_indices():
     for roles in ({"boxes": "output_0"}, {"scores": "output_1"}, {"boxes": "output_0", "scores": "output_1"}, {"boxes": 1}):
         dec, _ = choose_decoder(four, (W, H), {"decoder": "yolo-split", **roles}, names=names)
         assert dec.box_index == 1, roles
-    with pytest.raises(ModelFormatError, match=r"\[\[1, 50, 4\], \[1, 50, 4\]\].*ambiguous.*output\.boxes.*--yolo"):
+    with pytest.raises(ModelFormatError, match=r"\[\[1, 50, 4\], \[1, 50, 4\]\].*ambiguous.*output\.boxes.*set decoder"):
         choose_decoder(four, (W, H), {"decoder": "yolo-split"}, names=names)
-    with pytest.raises(ModelFormatError, match=r"ambiguous.*--yolo"):
+    with pytest.raises(ModelFormatError, match=r"ambiguous.*set decoder"):
         choose_decoder(four, (W, H))  # no card at all: the shapes pick yolo-split, then cannot tell
     with pytest.raises(ModelFormatError, match=r"output\.boxes is 'boxes'.*names no output"):
         choose_decoder(four, (W, H), {"boxes": "boxes"}, names=names)
@@ -248,3 +253,52 @@ def test_split_head_with_one_class():
     dec, why = choose_decoder([boxes.shape, scores.shape], (W, H), {"decoder": "yolo-split", "box_format": "xyxy"})
     assert dec.box_index == 0 and dec.num_classes([boxes.shape, scores.shape]) == 1 and "1 classes" in why
     _check(dec([boxes, scores], 0.25), [((0.1 * W, 0.2 * H, 0.5 * W, 0.6 * H), 0, 0.8)])
+
+
+def test_anchor_text_and_flat_lists_split_over_grids():
+    from sdk.decoders.grid import parse_anchors
+
+    assert parse_anchors("10,14 23,27 37,58") == [[10, 14], [23, 27], [37, 58]]
+    assert parse_anchors("10,14 23,27; 81x82 135,169") == [[[10, 14], [23, 27]], [[81, 82], [135, 169]]]
+    for bad in ("10,14 23", "a,b", "10,-1", ""):
+        with pytest.raises(ModelFormatError, match="anchors must be positive w,h pairs") as e:
+            parse_anchors(bad)
+        assert e.value.param == "anchors"
+    c = 2
+    flat = [[60, 60], [10, 12], [20, 25], [70, 90], [30, 30], [40, 50]]  # any order: sorted by area, split per grid
+    truth_fine, truth_coarse = [((10.0, 10.0, 21.0, 23.0), 0, 0.7)], [((100.0, 100.0, 141.0, 151.0), 1, 0.8)]
+    outs = [
+        _grid_logits(16, np.array([[10, 12], [20, 25], [30, 30]], np.float32), c, truth_fine, 16, softmax=False),
+        _grid_logits(8, np.array([[40, 50], [60, 60], [70, 90]], np.float32), c, truth_coarse, 32, softmax=False),
+    ]
+    dec, _ = choose_decoder([o.shape for o in outs[::-1]], (256, 256), {"anchors": flat})
+    assert dec.name == "yolov3" and not [g for g in dec.guesses if g.param == "anchors"]
+    _check(dec(outs[::-1], 0.25), truth_coarse + truth_fine, atol=1e-2)
+    dec, _ = choose_decoder([o.shape for o in outs], (256, 256))  # no anchors: YOLOv3-tiny's, said
+    assert any("YOLOv3-tiny defaults" in g.what and g.param == "anchors" for g in dec.guesses)
+    with pytest.raises(ModelFormatError, match="5 pairs cannot be split evenly over 2 grids") as e:
+        choose_decoder([o.shape for o in outs], (256, 256), {"anchors": flat[:5]})
+    assert e.value.param == "anchors"
+    with pytest.raises(ModelFormatError, match="no published default fits 4 anchor grid"):
+        choose_decoder([o.shape for o in outs] * 2, (256, 256))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grid_objectness_thresholded_in_int8_gives_exactly_the_float_path(seed):
+    from sdk.quant import dequantize
+
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(1, 6))
+    grids = [rng.normal(-3, 3, (1, 13, 13, 3 * (5 + c))).astype(np.float32), rng.normal(-3, 3, (1, 26, 26, 3 * (5 + c))).astype(np.float32)]
+    for softmax in (False, True):
+        name = "yolov2" if softmax else "yolov3"
+        outs = grids[:1] if softmax else grids
+        card = {"anchors": [[1, 2], [2, 3], [3, 1]]} if softmax else {}
+        q = [_quantize(o, rng) for o in outs]
+        dec, _ = choose_decoder([o.shape for o in outs], (416, 416), {"decoder": name, **card})
+        floats = [dequantize(a, *p) for a, p in q]
+        for conf in (0.0, 0.001, 0.1, 0.25, float(rng.uniform(0, 1)), 0.999, 1.0):
+            want, got = dec(floats, conf), dec.decode_raw([a for a, _ in q], [p for _, p in q], conf)
+            for g, w in zip(got, want):
+                assert g.dtype == w.dtype
+                np.testing.assert_array_equal(g, w)

@@ -106,3 +106,55 @@ def test_unmap_rows_equals_unmap(sw, sh, stretch):
     boxes = np.random.default_rng(sw * 1000 + sh).uniform(-10, 80, (7, 4)).astype(np.float32)
     for clip in (True, False):
         np.testing.assert_allclose(lb.unmap_rows(boxes.tolist(), clip), lb.unmap(boxes, clip), rtol=1e-5, atol=1e-3)
+
+
+def test_input_range_implied_by_quantization():
+    from sdk.image import range_from_quant
+
+    assert range_from_quant(1 / 255, -128, np.int8) == (0.0, 255.0, "[0, 1]")  # Ultralytics int8
+    assert range_from_quant(1.0, 0, np.uint8) == (0.0, 1.0, "0-255")  # a uint8 input taking pixels as they are
+    assert range_from_quant(1 / 128, 128, np.uint8) == (128.0, 128.0, "[-1, 1]")  # Coral SSD MobileNet
+    assert range_from_quant(1 / 127.5, 127, np.uint8)[2] == "[-1, 1]"
+    assert range_from_quant(0.0187, 3, np.int8) is None  # ImageNet-normalised: not a plain range
+    assert range_from_quant(1 / 255, 0, np.int16) is None and range_from_quant(0.0, 0, np.uint8) is None
+
+
+@pytest.mark.parametrize("scale,zp,dtype", [(1.0, 0, np.uint8), (1 / 128, 128, np.uint8), (1 / 255, -128, np.int8)])
+def test_pixels_taken_as_they_are_need_no_table(scale, zp, dtype, rng):
+    from sdk.image import range_from_quant
+
+    mean, std, _ = range_from_quant(scale, zp, dtype)
+    spec = TensorSpec("x", 0, (1, 32, 32, 3), np.dtype(dtype), scale, zp)
+    p = Preprocessor((32, 32), mean=mean, std=std, quant=(scale, zp, dtype))
+    assert p._identity or p._xor
+    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    f, _ = Preprocessor((32, 32), mean=mean, std=std)(img)
+    np.testing.assert_array_equal(p(img)[0], spec.quantize(f))
+
+
+def test_large_frames_shrink_by_exact_halvings_close_to_area_averaging(rng):
+    import cv2
+
+    img = cv2.GaussianBlur(rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8), (9, 9), 3)
+    out, lb = Letterboxer((640, 640))(img)
+    band = out[140:500]
+    assert lb.scale == pytest.approx(1 / 3) and (out[:140] == 114).all() and (out[500:] == 114).all()
+    ref = cv2.resize(img, (640, 360), interpolation=cv2.INTER_AREA)
+    assert np.abs(band.astype(int) - ref).mean() < 1.0
+    half = Letterboxer((960, 960))(img)[0][210:750]  # exactly 2x: OpenCV's own area averaging
+    np.testing.assert_array_equal(half, cv2.resize(img, (960, 540), interpolation=cv2.INTER_AREA))
+
+
+def test_no_allocation_per_frame_once_the_geometry_is_known(rng):
+    import tracemalloc
+
+    frames = [rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8), rng.integers(0, 256, (480, 200, 3), dtype=np.uint8)]
+    for frame in frames:  # a wide frame (full-width band) and a tall one (a strided column)
+        p = Preprocessor((640, 640), quant=(1 / 255, -128, np.int8))
+        p(frame)
+        tracemalloc.start()
+        for _ in range(5):
+            p(frame)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 64 * 1024, peak  # a 640x640 frame is 1.2 MB: nothing that size is made per frame

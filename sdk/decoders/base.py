@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +19,34 @@ from sdk.quant import dequantize  # the Runner's arithmetic: both paths agree bi
 
 Result = tuple[np.ndarray, np.ndarray, np.ndarray]
 Quant = tuple[float, int] | None  # an output's (scale, zero point); None: stored as float
+
+# the families a user may name (``decoder``); the registry also holds layout variants
+FAMILIES = ("yolov2", "yolov3", "yolov5", "yolov8", "yolox", "ssd", "nanodet")
+
+
+@dataclass(frozen=True)
+class Guess:
+    """A fact the model did not state and was assumed: said once, with what overrides it.
+
+    Attributes:
+        what: What was assumed and why (``"anchors: YOLOv3-tiny defaults for 2 grids"``).
+        param: The parameter that sets it (``anchors``, ``decoder``, ``mean``...), or ``""``
+            when only the card can (SSD anchors, output roles).
+        card_key: The model card key that records it (``output.anchors``).
+    """
+
+    what: str
+    param: str
+    card_key: str
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function through ``tanh``: no overflow (``exp(-x)`` overflows below -88)."""
+    out = np.multiply(x, 0.5, dtype=np.float32)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
 
 
 def empty_result() -> Result:
@@ -62,6 +90,22 @@ def lut(scale: float, zero_point: int, dtype: str) -> np.ndarray | None:
     return dequantize(np.arange(256, dtype=np.uint8).view(dt), scale, zero_point)
 
 
+@lru_cache(maxsize=64)
+def passing(conf: float, scale: float, zero_point: int, dtype: str, logits: bool = False) -> np.ndarray | None:
+    """8-bit types: bool ``[256]``, indexed by the stored byte, true where the value (its
+    :func:`sigmoid` when ``logits``) is ``>= conf``, computed with the float path's own functions,
+    so selecting with it is exactly what dequantizing everything selects. ``None`` otherwise."""
+    table = lut(scale, zero_point, dtype)
+    if table is None:
+        return None
+    return (sigmoid(table) if logits else table) >= np.float32(conf)
+
+
+def select(q: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Flat indices of the 8-bit values of ``q`` that :func:`passing`'s ``table`` lets through."""
+    return np.flatnonzero(table.take(q.view(np.uint8)))
+
+
 def dequantize_some(q: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
     """:func:`dequantize` as one table lookup for 8-bit values (same numbers, fewer passes)."""
     table = lut(float(quant[0]), int(quant[1]), q.dtype.str)
@@ -69,10 +113,14 @@ def dequantize_some(q: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
 
 
 def shape_error(name: str, shapes: Sequence[Sequence[int]], why: str) -> ModelFormatError:
-    """The error for outputs that do not fit decoder ``name``: the shapes, why, and the way out."""
+    """The error for outputs that do not fit decoder ``name``: the shapes, why, and the way out.
+
+    It names the ``decoder`` parameter (the command line shows its flag there).
+    """
     return ModelFormatError(
-        f"outputs {[list(s) for s in shapes]} do not fit the {name} decoder ({why}); "
-        "pass --yolo {v2,v3,v5,v8} matching the model, or give the model a card with output.decoder"
+        f"outputs {[list(s) for s in shapes]} do not fit the {name} layout ({why}); set decoder to the family "
+        f"that matches the model ({', '.join(FAMILIES)}), or give the model a card with output.decoder",
+        param="decoder",
     )
 
 
@@ -92,12 +140,24 @@ def box_options(params: Mapping[str, Any]) -> tuple[str, str | None]:
 
 @dataclass
 class Decoder:
-    """Base: ``decoder(outputs, conf) -> (boxes_xyxy, scores, class_ids)`` in input pixels."""
+    """Base: ``decoder(outputs, conf) -> (boxes_xyxy, scores, class_ids)`` in input pixels.
+
+    Class attributes a family may set: ``applies_nms`` (the outputs are already suppressed:
+    callers skip NMS) and ``convention``, the input recipe the family's models usually expect
+    (``mean``, ``std``, ``channel_order``, ``letterbox`` and a ``why``) for models that do not
+    say. ``guesses`` lists what the decoder assumed (default anchors...), for the caller to say.
+    """
 
     input_size: tuple[int, int]  # (w, h)
     box_format: str = "xywh"
     box_units: str | None = None  # None: detect per call
     name: str = field(default="", init=False)
+    guesses: list[Guess] = field(default_factory=list, init=False)
+    # per output (scale, zero point, dtype) or None, set before locate() by choose_decoder
+    output_quant: list[tuple[float, int, str] | None] | None = field(default=None, init=False)
+
+    applies_nms: ClassVar[bool] = False
+    convention: ClassVar[Mapping[str, Any]] = {"mean": 0.0, "std": 255.0, "channel_order": "rgb", "letterbox": True, "why": "the YOLO convention"}
 
     def __post_init__(self) -> None:
         """Subclasses set ``name`` here (dataclass calls it only if the base defines it)."""

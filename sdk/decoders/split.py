@@ -43,7 +43,7 @@ class SplitDecoder(Decoder):
         dims = [list(s[-2:]) for s in shapes]
         if any(len(s) < 2 or any(d != 1 for d in s[:-2]) for s in shapes) or dims[0][0] != dims[1][0]:
             raise shape_error(self.name, shapes, "expects boxes [1, N, 4] and scores [1, N, C] with the same N")
-        by_role = _role_index(roles or {}, names, shapes)
+        by_role = role_index(roles or {}, names, shapes)
         fours = [i for i, d in enumerate(dims) if d[1] == 4]
         if by_role is not None:
             if dims[by_role][1] != 4:
@@ -57,9 +57,10 @@ class SplitDecoder(Decoder):
             if len(named) != 1:
                 shown = [list(s) for s in shapes]
                 raise ModelFormatError(
-                    f"outputs {shown} (names {list(names or [])}) are ambiguous for the yolo-split decoder: both have a last "
+                    f"outputs {shown} (names {list(names or [])}) are ambiguous for the yolo-split layout: both have a last "
                     "axis of 4 (4 classes) and nothing says which holds the boxes; set output.boxes and output.scores in "
-                    "the model card to the output names (edgesdk train detect records them), or pass --yolo matching the model"
+                    "the model card to the output names (edgesdk train detect records them), or set decoder to the model's family",
+                    param="decoder",
                 )
             fours = named
         self.box_index = fours[0]
@@ -128,7 +129,7 @@ class SplitDecoder(Decoder):
         return self._to_pixels(boxes, self.box_units != "pixels"), best, cls
 
 
-def _role_index(roles: Mapping[str, Any], names: Sequence[str] | None, shapes: Sequence[Sequence[int]]) -> int | None:
+def role_index(roles: Mapping[str, Any], names: Sequence[str] | None, shapes: Sequence[Sequence[int]]) -> int | None:
     """Index of the boxes output from the card's ``output.boxes`` / ``output.scores``, or None."""
     found: dict[str, int] = {}
     for role in ("boxes", "scores"):
@@ -142,7 +143,8 @@ def _role_index(roles: Mapping[str, Any], names: Sequence[str] | None, shapes: S
         else:
             raise ModelFormatError(
                 f"card output.{role} is {ref!r}, which names no output of this model (outputs {list(names or [])}, "
-                f"shapes {[list(s) for s in shapes]}); fix the card or pass --yolo matching the model"
+                f"shapes {[list(s) for s in shapes]}); fix the card or set decoder to the model's family",
+                param="decoder",
             )
     if "boxes" in found and "scores" in found and found["boxes"] == found["scores"]:
         raise ModelFormatError(f"card output.boxes and output.scores both name output {found['boxes']}; they must differ")

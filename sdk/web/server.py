@@ -45,7 +45,7 @@ def parse_serve(text: str) -> tuple[str, int]:
     host, sep, port = str(text).rpartition(":")
     host = host.strip("[]") if sep else "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) <= 65535 or (sep and not host):
-        raise ConfigError(f"--serve {text}: expected [HOST:]PORT such as 8080 or 0.0.0.0:8080")
+        raise ConfigError(f"serve {text}: expected [HOST:]PORT such as 8080 or 0.0.0.0:8080", param="serve")
     return host, int(port)
 
 
@@ -66,10 +66,10 @@ def check_bind(host: str, port: int, token: str | None) -> None:
         ConfigError: Off-loopback host without a token, or a malformed token.
     """
     if token is not None and not TOKEN_RE.fullmatch(token):
-        raise ConfigError("--token: expected 8-256 characters from A-Z a-z 0-9 . _ ~ - (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)")
+        raise ConfigError("token: expected 8-256 characters from A-Z a-z 0-9 . _ ~ - (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)", param="token")
     if token is None and not is_loopback(host):
-        raise ConfigError(f"--serve {host}:{port}: serving beyond 127.0.0.1 needs --token (or EDGESDK_WEB_TOKEN) so only you can see the camera; "
-                          "or serve on 127.0.0.1 and use an SSH tunnel")
+        raise ConfigError(f"serve {host}:{port}: serving beyond 127.0.0.1 needs an access token (`token`, or EDGESDK_WEB_TOKEN) so only you can see the camera; "
+                          "or serve on 127.0.0.1 and use an SSH tunnel", param="token")
 
 
 class _Server(ThreadingHTTPServer):
@@ -160,7 +160,7 @@ class WebView:
         try:
             self.httpd = _Server((host, port), _handler(self))
         except OSError as e:
-            raise ConfigError(f"--serve {host}:{port}: cannot listen there ({e.strerror or e}); choose a free port or address") from e
+            raise ConfigError(f"serve {host}:{port}: cannot listen there ({e.strerror or e}); choose a free port or address", param="serve") from e
         self.host, self.port = host, self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="edgesdk-web", daemon=True)
         self._thread.start()
