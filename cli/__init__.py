@@ -85,17 +85,25 @@ def _broken(module_name: str, e: BaseException) -> None:
     print(f"edgesdk: warning: command(s) {commands} unavailable: {type(e).__name__}: {e}", file=sys.stderr)
 
 
-def command_flags(parser: argparse.ArgumentParser, func: object) -> dict[str, str]:
-    """Parameter (argparse ``dest``) to its long flag, for the command whose function is ``func``."""
+def command_parser(parser: argparse.ArgumentParser, func: object) -> argparse.ArgumentParser:
+    """The (sub-)parser of the command whose function is ``func`` (``parser`` itself if none)."""
     stack = [parser]
     while stack:
         p = stack.pop()
-        if p.get_default("func") is func:
-            return {a.dest: max(a.option_strings, key=len) for a in p._actions if a.option_strings}
+        if func is not None and p.get_default("func") is func:
+            return p
         for action in p._actions:
             if isinstance(action, argparse._SubParsersAction):
                 stack.extend(action.choices.values())
-    return {}
+    return parser
+
+
+def command_flags(parser: argparse.ArgumentParser, func: object) -> dict[str, str]:
+    """Parameter (argparse ``dest``) to its long flag, for the command whose function is ``func``."""
+    p = command_parser(parser, func)
+    if p is parser:
+        return {}
+    return {a.dest: max(a.option_strings, key=len) for a in p._actions if a.option_strings}
 
 
 def flag_message(e: EdgeSDKError, parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -129,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the command's own parser, which knows its options
+            command_parser(parser, getattr(args, "func", None)).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # usage error (one line already printed) or --help/--version
         return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):

@@ -83,9 +83,6 @@ def run(args: argparse.Namespace, out: Output) -> int:
     results = [measure(args.model, args)]
     if args.compare:
         results.append(measure(args.compare, args))
-    for r in results:
-        if r.get("fallback"):
-            print(f"edgesdk: warning: {r['requested_delegate']} unavailable, measured on CPU: {r['fallback']}", file=sys.stderr)
     if out.json_mode:
         for r in results:
             out.emit(r)

@@ -13,6 +13,7 @@ outputs before anything is written; the file is replaced atomically (``-o`` writ
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -58,16 +59,20 @@ def run_edit(args: argparse.Namespace, out: Output) -> int:
     from sdk.card import ModelCard, read_card, write_card
 
     old = read_card(args.model)
+    if old is None and args.verb == "unset":
+        raise ConfigError(f"{args.model}: has no card; nothing to unset")
     data = asdict(old) if old is not None else {"task": "generic"}
     keys = [_key(p.partition("=")[0] if args.verb == "set" else p) for p in args.pairs]
     if old is None and any(k == ("output", "decoder") or (k[0] == "input" and k[1:] and k[1] in IMAGE_KEYS) for k in keys):
         data["task"] = "detect"
     for pair, key in zip(args.pairs, keys):
         if args.verb == "unset":
-            if len(key) == 2:
-                (data.get(key[0]) or {}).pop(key[1], None)
-            else:
-                data.pop(key[0], None)
+            if key == ("task",):
+                raise ConfigError(f"{args.model}: task is required in a card; set another one instead (task=detect)")
+            section = data if len(key) == 1 else (data.get(key[0]) or {})
+            if key[-1] not in section or section[key[-1]] in (None, "", {}, []):
+                raise ConfigError(f"{args.model}: {'.'.join(key)} is not in the card; nothing to unset (see `edgesdk card show {args.model}`)")
+            section.pop(key[-1])
             continue
         text = pair.partition("=")[2]
         if "=" not in pair:
@@ -79,7 +84,10 @@ def run_edit(args: argparse.Namespace, out: Output) -> int:
             data.setdefault(key[0], {})
             data[key[0]][key[1]] = value
     card = ModelCard.from_dict(data, args.model)
-    note = check_detect_card(args.model, card)
+    try:
+        note = check_detect_card(args.model, card)
+    except ConfigError as e:
+        raise ConfigError(f"{args.model}: the new card does not fit: {e}") from e
     if not args.dry_run:
         write_card(args.model, card, args.output)
     target = "(dry run, nothing written)" if args.dry_run else f"written to {args.output or args.model}"
@@ -115,8 +123,21 @@ def _value(key: tuple[str, ...], text: str) -> Any:
 
         return parse_anchors(text)
     if _NUMBERS.match(text):
-        return [float(v) if any(c in v for c in ".e") else int(v) for v in text.replace(" ", "").split(",")]
-    return loads(text, "card value", ".".join(key)) if text.strip() else ""
+        value: Any = [float(v) if any(c in v for c in ".e") else int(v) for v in text.replace(" ", "").split(",")]
+    else:
+        value = loads(text, "card value", ".".join(key)) if text.strip() else ""
+    if key in (("input", "mean"), ("input", "std")):
+        _check_numbers(key, text, value, positive=key[1] == "std")
+    return value
+
+
+def _check_numbers(key: tuple[str, ...], text: str, value: Any, positive: bool) -> None:
+    """``input.mean``/``input.std``: one finite number or three (std > 0: the preprocessor divides by it)."""
+    values = value if isinstance(value, list) else [value]
+    ok = len(values) in (1, 3) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    if not ok or (positive and any(v <= 0 for v in values)):
+        kind = "positive numbers" if positive else "numbers"
+        raise ConfigError(f"{'.'.join(key)}: expected one or three {kind} (e.g. 255 or 58.4,57.1,57.4), got {text!r}")
 
 
 def check_detect_card(path: str, card: Any) -> str:

@@ -115,7 +115,7 @@ def run_config(path: str | Path, json_mode: bool | None = None) -> int:
         argv = [a for a in argv if a != "--json"]
         if json_mode:
             argv.insert(len(CONFIG_APPS[cfg.app][1].command), "--json")
-    log.info("running: edgesdk %s", " ".join(argv))
+    log.debug("running: edgesdk %s", " ".join(argv))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse already printed why

@@ -91,9 +91,10 @@ def _tools(m: Machine) -> list[dict[str, Any]]:
 
 def run_checks(profile_name: str | None = None) -> list[dict[str, Any]]:
     """Every check, in order. ``profile_name`` overrides the detected profile."""
+    given = load_profile(profile_name) if profile_name else None  # a bad profile fails before discovery touches anything
     m = discover()
     name = profile_name or m.profile
-    profile = load_profile(name) if name else None
+    profile = given or (load_profile(name) if name else None)
     wants_tpu = bool(profile and any(d.startswith("edgetpu") for d in profile.delegates))
     checks = [
         _python(),

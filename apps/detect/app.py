@@ -13,6 +13,7 @@ Device side: never imports TensorFlow.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -320,6 +321,24 @@ def annotate(image: np.ndarray, dets: Sequence[Detection]) -> np.ndarray:
     return out
 
 
+def check_save_target(target: Path) -> None:
+    """Refuse a ``save`` target before any frame is processed: its folder must exist and be
+    writable, and a name with a suffix must be a video format (a folder of images has none).
+
+    Raises:
+        ConfigError: (``param="save"``) naming the target and the fix.
+    """
+    video = target.suffix.lower() in VIDEO_EXTS
+    if not video and target.suffix and not target.is_dir():
+        raise ConfigError(f"save {target}: {target.suffix} is not a video format; use {', '.join(sorted(VIDEO_EXTS))} "
+                          "or a folder name (annotated images)", param="save")
+    folder = target.parent if video or not target.exists() else target
+    if not folder.is_dir():
+        raise ConfigError(f"save {target}: folder {folder} does not exist; create it first", param="save")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"save {target}: folder {folder} is not writable", param="save")
+
+
 class AnnotatedSaver:
     """``--save``: an annotated video (``.mp4``/``.avi``/``.mkv``/``.mov``) or a folder of images.
 
@@ -333,11 +352,9 @@ class AnnotatedSaver:
         self.video = self.target.suffix.lower() in VIDEO_EXTS
         self._writer: Any = None
         self._tmp = self.target.with_name(f".{self.target.stem}.part{self.target.suffix}")
-        parent = self.target.parent if self.video else self.target
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"--save {target}: cannot create {parent} ({e.strerror or e})") from e
+        check_save_target(self.target)
+        if not self.video:
+            self.target.mkdir(exist_ok=True)
         self.count = 0
 
     def write(self, frame: Frame, dets: Sequence[Detection]) -> None:
@@ -349,7 +366,7 @@ class AnnotatedSaver:
                 h, w = img.shape[:2]
                 self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*VIDEO_EXTS[self.target.suffix.lower()]), self.fps, (w, h))
                 if not self._writer.isOpened():
-                    raise ConfigError(f"--save {self.target}: OpenCV cannot write this video format; try .avi or a folder")
+                    raise ConfigError(f"save {self.target}: OpenCV cannot write this video format; try .avi or a folder", param="save")
             self._writer.write(img)
         else:
             from sdk.card import atomic_write

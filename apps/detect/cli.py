@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from sdk.console import Output, add_runner_args, number, runner_kwargs, table
 from sdk.decoders.base import FAMILIES
+from sdk.errors import ConfigError
 from sdk.web.serve import add_serve_args
 
 log = logging.getLogger("edgesdk")
@@ -21,19 +23,25 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _floats(text: str) -> float | list[float]:
+def _floats(text: str, positive: bool = False) -> float | list[float]:
     """``--mean``/``--std``: one number, or three separated by commas or spaces (per channel)."""
     parts = text.replace(",", " ").split()
     try:
         values = [float(v) for v in parts]
     except ValueError:
         values = []
-    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected one number or three (per channel, e.g. 123.7,116.3,103.5), got {text!r}")
+    if len(values) not in (1, 3) or not all(math.isfinite(v) and (v > 0 or not positive) for v in values):
+        kind = "positive numbers" if positive else "numbers"
+        raise argparse.ArgumentTypeError(f"expected one or three {kind} (per channel, e.g. 123.7,116.3,103.5), got {text!r}")
     return values[0] if len(values) == 1 else values
 
 
+def _stds(text: str) -> float | list[float]:
+    return _floats(text, positive=True)
+
+
 _floats.__name__ = "one number or three"
+_stds.__name__ = "one positive number or three"
 DECODER_CHOICES = (*FAMILIES, "yolo-split", "ssd-postprocessed", "v2", "v3", "v5", "v8")
 # parameter (Settings field / argparse dest) -> flag, for the guess lines
 FLAGS = {"decoder": "--decoder", "anchors": "--anchors", "mean": "--mean", "std": "--std", "channel_order": "--channel-order", "labels_file": "--labels"}
@@ -46,7 +54,7 @@ def _add_model_facts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anchors", default=None, metavar='"W,H W,H ..."',
                    help="YOLO anchor grids' anchors in input pixels (v2: grid cells), smallest first; ';' between scales; unset: the card, else published defaults")
     p.add_argument("--mean", type=_floats, default=None, help="per-channel mean in pixel units (one value or three); unset: the card, the input quantization, else the family's")
-    p.add_argument("--std", type=_floats, default=None, help="per-channel std in pixel units (one value or three); 255 gives [0, 1], 1 gives 0-255")
+    p.add_argument("--std", type=_stds, default=None, help="per-channel std in pixel units (one value or three); 255 gives [0, 1], 1 gives 0-255")
     p.add_argument("--channel-order", choices=("rgb", "bgr"), default=None, help="channel order the model takes; unset: the card, else the family's (YOLOX: bgr)")
     p.add_argument("--labels", dest="labels_file", metavar="FILE", default=None,
                    help="class names, one per line ('id name' pairs and ??? placeholders accepted; overrides the model's)")
@@ -107,15 +115,18 @@ def say_guess(g: Any) -> None:
 
 
 def run_detect(args: argparse.Namespace, out: Output) -> int:
-    from apps.detect.app import AnnotatedSaver, Window, annotate, human_line, run_stream
+    from apps.detect.app import AnnotatedSaver, Window, annotate, check_save_target, human_line, run_stream
     from sdk.sources.video import open_source
     from sdk.web.serve import serve_options, start_web, stop_web
 
     serve = serve_options(args)
-    det = make_detector(args.model, args)
-    window = Window() if args.show else None
-    web = start_web(serve, out, "detect", det.runner, args.source, draw=annotate)
+    if args.save:
+        check_save_target(Path(args.save))
+    # the source first: a bad one is one error line, before the model's lines
     with open_source(args.source, size=args.size, fps=args.fps, realtime=args.realtime) as src:
+        det = make_detector(args.model, args)
+        window = Window() if args.show else None
+        web = start_web(serve, out, "detect", det.runner, args.source, draw=annotate)
         saver = AnnotatedSaver(args.save, src.fps) if args.save else None
 
         def emit(ev: dict[str, Any], dets: list, frame: Any) -> bool:
@@ -165,6 +176,9 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
 def run_eval(args: argparse.Namespace, out: Output) -> int:
     from apps.detect.eval import evaluate
 
+    for flag, path, kind in (("--images", args.images, "folder"), ("--annotations", args.annotations, "file")):
+        if not (Path(path).is_dir() if kind == "folder" else Path(path).is_file()):
+            raise ConfigError(f"{flag} {path}: no such {kind}")
     results = []
     for model in [args.model, args.compare] if args.compare else [args.model]:
         det = make_detector(model, args)

@@ -122,10 +122,13 @@ def _app(args: argparse.Namespace, with_store: bool = True, create: bool = False
     from apps.face.app import FaceApp
     from apps.face.loader import load_embedder
     from sdk.console import runner_kwargs
-    from sdk.embeddings import EmbeddingStore, StoreError
+    from sdk.embeddings import EmbeddingStore, StoreError, default_db_path
 
     if with_store and not create and not Path(args.db).is_file():
         raise StoreError(f"{args.db}: no face database here; enroll someone first (`edgesdk face enroll NAME IMAGE...`) or pass --db")
+    if create and Path(args.db) != default_db_path() and not Path(args.db).parent.is_dir():
+        # only the default location is made for you: a mistyped --db must not grow folders
+        raise StoreError(f"--db {args.db}: folder {Path(args.db).parent} does not exist; create it first (it will hold biometric data: mode 0700)")
     emb = load_embedder(args.model, args.detector, args.min_face, args.min_sharpness, **runner_kwargs(args))
     store = None
     if with_store:

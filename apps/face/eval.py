@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
 import time
@@ -29,18 +30,23 @@ def read_pairs(path: str | Path) -> list[tuple[Path, Path, bool]]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"pairs {p}: no such file (expected CSV rows image_a,image_b,same)", param="pairs")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"pairs {p}: cannot read it ({e.strerror or e})", param="pairs") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"pairs {p}: not UTF-8 text at byte {e.start}; expected CSV rows image_a,image_b,same", param="pairs") from e
     rows = []
-    with p.open(newline="") as fh:
-        for n, row in enumerate(csv.reader(fh), 1):
-            if not row or row[0].startswith("#"):
-                continue
-            flag = row[2].strip().lower() if len(row) >= 3 else ""
-            if flag not in TRUE | FALSE:
-                if n == 1:
-                    continue  # header
-                raise ConfigError(f"pairs {p} line {n}: expected image_a,image_b,same (same: 1/0, true/false), got {row}", param="pairs")
-            a, b = (Path(x.strip()) for x in row[:2])
-            rows.append((a if a.is_absolute() else p.parent / a, b if b.is_absolute() else p.parent / b, flag in TRUE))
+    for n, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+        if not row or row[0].startswith("#"):
+            continue
+        flag = row[2].strip().lower() if len(row) >= 3 else ""
+        if flag not in TRUE | FALSE:
+            if n == 1:
+                continue  # header
+            raise ConfigError(f"pairs {p} line {n}: expected image_a,image_b,same (same: 1/0, true/false), got {row}", param="pairs")
+        a, b = (Path(x.strip()) for x in row[:2])
+        rows.append((a if a.is_absolute() else p.parent / a, b if b.is_absolute() else p.parent / b, flag in TRUE))
     if not rows:
         raise ConfigError(f"pairs {p}: no pairs in the file", param="pairs")
     return rows

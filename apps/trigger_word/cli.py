@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from apps.registry import APPS
@@ -198,7 +199,12 @@ def _publish_scores(det: Any, web: Any) -> None:
 def run_eval(args: argparse.Namespace, out: Output) -> int:
     from apps.trigger_word.app import default_model
     from apps.trigger_word.eval import evaluate, plot_det, report_text
+    from sdk.sources.audio import wav_files
 
+    wav_files(args.positives, "positives")  # both folders checked before hours of audio are scored
+    wav_files(args.negatives, "negatives")
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        raise ConfigError(f"--plot {args.plot}: folder {Path(args.plot).resolve().parent} does not exist")
     models = [args.model or default_model()] + ([args.compare] if args.compare else [])
     results = []
     for m in models:
@@ -207,6 +213,7 @@ def run_eval(args: argparse.Namespace, out: Output) -> int:
         )
         results.append(res)
         out.emit(res, report_text(res))
-    if args.plot:
-        out.emit({"plot": plot_det(results, args.plot)}, None)
+    written = plot_det(results, args.plot) if args.plot else None
+    if written:
+        out.emit({"plot": written}, f"plot: {written}")
     return 0

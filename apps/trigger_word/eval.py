@@ -260,11 +260,11 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def plot_det(results: Sequence[dict[str, Any]], path: str | Path) -> str:
+def plot_det(results: Sequence[dict[str, Any]], path: str | Path) -> str | None:
     """Write a DET curve (false rejects vs false accepts/hour) for one or more results.
 
     Returns:
-        The path written, or a message saying matplotlib is not installed.
+        The path written, or ``None`` when matplotlib is not installed (said on stderr).
     """
     try:
         import matplotlib
@@ -274,7 +274,7 @@ def plot_det(results: Sequence[dict[str, Any]], path: str | Path) -> str:
     except ImportError:
         msg = f"plot: matplotlib is not installed, no plot written to {path} (pip install matplotlib)"
         log.warning(msg)
-        return msg
+        return None
     import io
 
     from sdk.card import atomic_write

@@ -12,6 +12,8 @@ PLUGIN_SYMBOLS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delega
 
 def load(spec: DelegateSpec, backend):  # noqa: ANN001,ANN201
     path = spec.device
+    if "/" not in path and Path(path).is_file():  # a file in the current folder, not a name for the loader's search path
+        path = str(Path(path).resolve())
     if "/" in path and not Path(path).exists():
         raise DelegateLoadError(f"{path}: no such delegate library; check the path")
     preload_library(path, "check that the file is a delegate library built for this machine")

@@ -189,7 +189,10 @@ class ImageSource(VideoSource):
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
         if path.is_dir():
-            self.paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+            try:
+                self.paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+            except OSError as e:
+                raise SourceError(f"{path}: cannot list this folder ({e.strerror or e})") from e
             if not self.paths:
                 raise SourceError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
         else:
@@ -201,7 +204,8 @@ class ImageSource(VideoSource):
         for p in self.paths:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR) if p.is_file() else None
             if img is None:
-                log.warning("edgesdk: warning: %s: cannot read this image, skipped", p)
+                if len(self.paths) > 1:  # one bad file of many is skipped; a lone one is the error below
+                    log.warning("edgesdk: warning: %s: cannot read this image, skipped", p)
                 continue
             read += 1
             yield img, 0.0, str(p)

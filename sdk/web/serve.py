@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdk.console import number
 from sdk.errors import ConfigError
 from sdk.web.server import TOKEN_RE, WebView, check_bind, parse_serve
 
@@ -31,8 +32,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--token-file", default=None, metavar="FILE",
                    help=f"file (mode 0600) holding the token every web request must carry (?token= or Authorization: Bearer); default ${TOKEN_ENV}")
     g.add_argument("--token", default=None, help="the token itself (visible to other users in `ps`: prefer --token-file or $" + TOKEN_ENV + ")")
-    g.add_argument("--serve-linger", type=float, default=0.0, metavar="S", help="keep the web view up S seconds after the input ends")
-    g.add_argument("--max-streams", type=int, default=8, metavar="N", help="live streams (video and events) served at once; more get HTTP 503")
+    g.add_argument("--serve-linger", type=number(float, 0), default=0.0, metavar="S", help="keep the web view up S seconds after the input ends")
+    g.add_argument("--max-streams", type=number(int, 1, 32), default=8, metavar="N", help="live streams (video and events) served at once; more get HTTP 503")
 
 
 @dataclass(frozen=True)
