@@ -98,6 +98,14 @@ def command_parser(parser: argparse.ArgumentParser, func: object) -> argparse.Ar
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed; an unknown argument is reported by the command's own parser (``SystemExit(2)``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command_parser(parser, getattr(args, "func", None)).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def command_flags(parser: argparse.ArgumentParser, func: object) -> dict[str, str]:
     """Parameter (argparse ``dest``) to its long flag, for the command whose function is ``func``."""
     p = command_parser(parser, func)
@@ -114,7 +122,9 @@ def flag_message(e: EdgeSDKError, parser: argparse.ArgumentParser, args: argpars
     """
     text = str(e)
     param = getattr(e, "param", None)
-    flag = command_flags(parser, getattr(args, "func", None)).get(param) if param else None
+    # a command may name library parameters that differ from its own (set_defaults(param_flags=...))
+    flags = {**command_flags(parser, getattr(args, "func", None)), **getattr(args, "param_flags", {})}
+    flag = flags.get(param) if param else None
     if not flag:
         return text
     # a parameter quoted `like_this` is the one meant; else its first appearance as a word
@@ -124,9 +134,22 @@ def flag_message(e: EdgeSDKError, parser: argparse.ArgumentParser, args: argpars
     return replaced if n else f"{flag}: {text}"
 
 
+class _Formatter(logging.Formatter):
+    """Plain messages; warnings and errors start with ``edgesdk: warning:`` / ``edgesdk: error:``
+    like the CLI's own lines (unless the message already says so)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING and not text.startswith("edgesdk:"):
+            text = f"edgesdk: {'error' if record.levelno >= logging.ERROR else 'warning'}: {text}"
+        return text
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("edgesdk").setLevel(level)
     if verbose < 2:
         for noisy in ("absl", "tensorflow", "h5py"):
@@ -137,9 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input)."""
     parser = build_parser()
     try:
-        args, extra = parser.parse_known_args(argv)
-        if extra:  # said by the command's own parser, which knows its options
-            command_parser(parser, getattr(args, "func", None)).error(f"unrecognized arguments: {' '.join(extra)}")
+        args = parse(parser, argv)
     except SystemExit as e:  # usage error (one line already printed) or --help/--version
         return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):

@@ -83,8 +83,8 @@ def run_edit(args: argparse.Namespace, out: Output) -> int:
         else:
             data.setdefault(key[0], {})
             data[key[0]][key[1]] = value
-    card = ModelCard.from_dict(data, args.model)
     try:
+        card = ModelCard.from_dict(data, args.model)
         note = check_detect_card(args.model, card)
     except ConfigError as e:
         raise ConfigError(f"{args.model}: the new card does not fit: {e}") from e

@@ -268,12 +268,10 @@ def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | N
     e = entries[name]
     out_dir = _models_dir(dest_dir)
     filename = safe_filename(e.filename, f"{name}.{'tflite' if e.format == 'tflite' else 'dat'}")
-    if filename != e.filename:
-        log.warning("models.%s.filename %s is not a plain file name; installing it as %s", name, clip(e.filename), filename)
     target = out_dir / filename
     if target.resolve().parent != out_dir.resolve():  # e.g. a symlink planted under that name
         raise ConfigError(f"{target} resolves outside {out_dir}; remove it or choose another dest_dir", param="dest_dir")
-    log.info("downloading %s (%s)", e.url, e.license)
+    log.debug("downloading %s (%s)", e.url, e.license)  # the progress bar says it; -v shows the URL
     raw = None
     try:
         raw = _temp_in(out_dir, filename)
@@ -287,6 +285,8 @@ def pull(name: str, dest_dir: str | Path | None = None, registry: str | Path | N
         if e.card and read_card(data) is None:
             data = embed_card(data, ModelCard.from_dict({**e.card, "license": e.card.get("license", e.license)}, f"models.{name}.card"))
         card = read_card(data)
+    if filename != e.filename:  # said once the file is really installed under the other name
+        log.warning("models.%s.filename %s is not a plain file name; installed it as %s", name, clip(e.filename), filename)
     atomic_write(target, data)
     nxt, tflite = None, str(target) if e.format == "tflite" else None
     if e.format == "dlib-dat":

@@ -170,19 +170,19 @@ def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
     _add_model_facts(p)
     add_runner_args(p)
-    p.set_defaults(func=run_eval)
+    p.set_defaults(func=run_eval, param_flags={"coco_json": "--annotations", "images_dir": "--images"})
 
 
 def run_eval(args: argparse.Namespace, out: Output) -> int:
-    from apps.detect.eval import evaluate
+    from apps.detect.eval import evaluate, load_coco
 
-    for flag, path, kind in (("--images", args.images, "folder"), ("--annotations", args.annotations, "file")):
-        if not (Path(path).is_dir() if kind == "folder" else Path(path).is_file()):
-            raise ConfigError(f"{flag} {path}: no such {kind}")
+    if not Path(args.images).is_dir():
+        raise ConfigError(f"--images {args.images}: no such folder")
+    gt = load_coco(args.annotations)  # checked before any model loads
     results = []
     for model in [args.model, args.compare] if args.compare else [args.model]:
         det = make_detector(model, args)
-        r = evaluate(det, args.images, args.annotations, progress=not args.quiet)
+        r = evaluate(det, args.images, gt, progress=not args.quiet)
         r["model"] = det.runner.name
         results.append(r)
         out.emit({k: v for k, v in r.items() if k != "per_class"} | {"per_class": r["per_class"]}, _eval_text(r))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import ConfigError
+from sdk.yamlio import clip
 
 log = logging.getLogger("edgesdk")
 
@@ -130,13 +131,18 @@ def coco_ap(gt: Mapping[str, Any], detections: Iterable[Mapping[str, Any]], max_
     }
 
 
-def _load_gt(path: str | Path) -> dict[str, Any]:
+def load_coco(path: str | Path) -> dict[str, Any]:
+    """A COCO ground-truth file (``images``, ``annotations``, ``categories``).
+
+    Raises:
+        ConfigError: (``param="coco_json"``) unreadable, not JSON, or not a COCO file.
+    """
     try:
         gt = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ConfigError(f"--annotations {path}: cannot read it as COCO JSON ({e})") from e
+        raise ConfigError(f"coco_json {path}: cannot read it as COCO JSON ({clip(str(e))})", param="coco_json") from e
     if not isinstance(gt, dict) or not {"images", "annotations", "categories"} <= set(gt):
-        raise ConfigError(f"--annotations {path}: a COCO file needs 'images', 'annotations' and 'categories'")
+        raise ConfigError(f"coco_json {path}: a COCO file needs 'images', 'annotations' and 'categories'", param="coco_json")
     return gt
 
 
@@ -154,7 +160,7 @@ def _category_map(labels: list[str], categories: list[Mapping[str, Any]]) -> tup
     return dict(enumerate(ids)), "by category id order"
 
 
-def evaluate(model: Any, images_dir: str | Path, coco_json: str | Path, progress: bool = True) -> dict[str, Any]:
+def evaluate(model: Any, images_dir: str | Path, coco_json: str | Path | dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """Run a detector over the images of a COCO file and compute its AP.
 
     Args:
@@ -173,7 +179,7 @@ def evaluate(model: Any, images_dir: str | Path, coco_json: str | Path, progress
     from apps.detect.app import Detector, Settings
 
     det = model if isinstance(model, Detector) else Detector(model, Settings(conf=0.001, max_det=100))
-    gt = _load_gt(coco_json)
+    gt = load_coco(coco_json) if not isinstance(coco_json, dict) else coco_json
     cat_of, how = _category_map(det.labels, gt["categories"])
     dets, used, skipped = [], [], 0
     t0 = time.monotonic()

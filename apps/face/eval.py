@@ -47,6 +47,10 @@ def read_pairs(path: str | Path) -> list[tuple[Path, Path, bool]]:
             raise ConfigError(f"pairs {p} line {n}: expected image_a,image_b,same (same: 1/0, true/false), got {row}", param="pairs")
         a, b = (Path(x.strip()) for x in row[:2])
         rows.append((a if a.is_absolute() else p.parent / a, b if b.is_absolute() else p.parent / b, flag in TRUE))
+    missing = sorted({str(x) for a, b, _ in rows for x in (a, b) if not x.is_file()})
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ConfigError(f"pairs {p}: image {missing[0]}{more} not found (paths are relative to the CSV's folder)", param="pairs")
     if not rows:
         raise ConfigError(f"pairs {p}: no pairs in the file", param="pairs")
     return rows

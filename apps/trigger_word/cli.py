@@ -199,10 +199,11 @@ def _publish_scores(det: Any, web: Any) -> None:
 def run_eval(args: argparse.Namespace, out: Output) -> int:
     from apps.trigger_word.app import default_model
     from apps.trigger_word.eval import evaluate, plot_det, report_text
-    from sdk.sources.audio import wav_files
+    from sdk.sources.audio import WavFileSource, wav_files
 
-    wav_files(args.positives, "positives")  # both folders checked before hours of audio are scored
-    wav_files(args.negatives, "negatives")
+    for folder, what in ((args.positives, "positives"), (args.negatives, "negatives")):
+        for f in wav_files(folder, what):  # every header checked before hours of audio are scored
+            WavFileSource(f)
     if args.plot and not Path(args.plot).resolve().parent.is_dir():
         raise ConfigError(f"--plot {args.plot}: folder {Path(args.plot).resolve().parent} does not exist")
     models = [args.model or default_model()] + ([args.compare] if args.compare else [])

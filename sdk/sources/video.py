@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import http.client
 import logging
+import os
 import threading
 import time
 import urllib.request
@@ -180,7 +181,12 @@ class VideoSource:
 def _cv2():
     from sdk.lazy import require
 
-    return require("cv2", "reading video and images")
+    # FFmpeg's and OpenCV's own warnings ("moov atom not found", V4L2 probes) would reach the
+    # terminal beside our one-line errors; the env var is read when FFmpeg is first used
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2 = require("cv2", "reading video and images")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    return cv2
 
 
 class ImageSource(VideoSource):
@@ -188,6 +194,7 @@ class ImageSource(VideoSource):
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
+        self._first: np.ndarray | None = None
         if path.is_dir():
             try:
                 self.paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
@@ -197,21 +204,30 @@ class ImageSource(VideoSource):
                 raise SourceError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
         else:
             self.paths = [path]
+            # a lone image is read now: an unreadable one is an error before any model loads
+            self._first = _read_image(path)
+            if self._first is None:
+                raise SourceError(f"{path}: cannot read this image; check that it is a JPEG/PNG/BMP/WebP file")
 
     def _frames(self) -> Iterator[tuple[np.ndarray, float, str | None]]:
-        cv2 = _cv2()
+        if self._first is not None:
+            yield self._first, 0.0, str(self.paths[0])
+            return
         read = 0
         for p in self.paths:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR) if p.is_file() else None
+            img = _read_image(p)
             if img is None:
-                if len(self.paths) > 1:  # one bad file of many is skipped; a lone one is the error below
-                    log.warning("edgesdk: warning: %s: cannot read this image, skipped", p)
+                log.warning("edgesdk: warning: %s: cannot read this image, skipped", p)
                 continue
             read += 1
             yield img, 0.0, str(p)
         if not read:  # nothing processed is a failure, not an empty success
-            what = "this image" if len(self.paths) == 1 else f"any of the {len(self.paths)} images"
-            raise SourceError(f"{self.name}: cannot read {what}; check that they are JPEG/PNG/BMP/WebP files")
+            raise SourceError(f"{self.name}: cannot read any of the {len(self.paths)} images; check that they are JPEG/PNG/BMP/WebP files")
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    cv2 = _cv2()
+    return cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
 
 
 class VideoFileSource(VideoSource):
