@@ -94,7 +94,7 @@ APPS: dict[str, App] = {
         App("detect", "detect", "detect", "models/detect_int8.tflite",
             {"detect": ConfigApp(("detect",), ("video",), "0", "camera index, /dev/videoN, video or image file, folder, http:// or rtsp:// URL",
                                  ("labels",))},
-            "edgesdk train detect"),
+            ".venv/bin/python scripts/build_detect_default.py"),
         App("face", "face-embed", "face", "models/face_embed_int8.tflite",
             {name: ConfigApp(("face", name[5:]), ("video",), "0", "an image file, or a camera index, /dev/videoN, video file or URL", ("db",))
              for name in ("face-verify", "face-identify")},

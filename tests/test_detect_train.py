@@ -116,9 +116,9 @@ def test_model_trains_and_converts_to_int8_with_split_outputs(small_set, tmp_pat
     from apps.detect import model as M
     from apps.detect import train as T
     from converters.convert import convert
-    from sdk.runner import Runner
     from sdk.decoders import choose_decoder
     from sdk.decoders.split import SplitDecoder
+    from sdk.runner import Runner
 
     args = argparse.Namespace(imgsz=SIZE[0], seed=0, width=8, epochs=1)
     net = M.build_model(len(small_set.labels), SIZE, T.STRIDES, args.width)

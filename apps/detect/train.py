@@ -1,4 +1,5 @@
-"""``edgesdk train detect``: the recipe that rebuilds the shipped default detector.
+"""``edgesdk train detect``: train your own small detector (the shipped default is NanoDet, built
+by ``scripts/build_detect_default.py``; this recipe teaches training one for your own objects).
 
 Generate (or read with ``--data``) → train the Keras model of :mod:`apps.detect.model`
 (Adam, early stopping on the validation loss) → convert to fp32 and int8 with
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_OUT = Path(__file__).parent / "models"
+DEFAULT_OUT = Path("detect_model")  # never the shipped models folder: the default detector is NanoDet
 INPUT_SPEC = {"letterbox": True, "mean": 0.0, "std": 255.0, "channel_order": "rgb"}
 STRIDES = (8, 16)
 # which converted output holds what: the Keras model's outputs are [boxes, scores], and the
