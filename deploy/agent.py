@@ -1,15 +1,20 @@
 # ruff: noqa: UP031, UP036, B904  (runs on unknown device Pythons: plain %-formatting, old-Python version check)
-"""Device side of ``edgesdk deploy``: sent over SSH and run by the device's ``python3 -``.
+"""Device side of ``edgesdk deploy``: the Ansible role (``deploy/ansible/roles/edgesdk``) sends it
+from the controller on the stdin of the device's ``python3 -`` for every call.
 
 Standard library only, and syntax old Pythons can parse, so that a device with Python < 3.10
 gets a clear message instead of a traceback. Commands (one JSON line on stdout each):
 
-* ``check DIR``: Python version, creates ``DIR/incoming``.
-* ``install ARCHIVE DIR``: verify every file against the manifest while extracting into
-  ``DIR/bundles/<id>`` (any mismatch: nothing is left), run ``install.sh``, stop the running
-  app, switch ``DIR/current`` atomically, start, wait for ``/healthz``; on failure switch back,
-  restart the previous bundle and delete the failed one.
-* ``status DIR``: the running bundle, its pid, uptime and last stats.
+* ``install ARCHIVE DIR [--sha256 HEX]``: check the archive's SHA-256, verify every file
+  against the manifest while extracting into ``DIR/bundles/<id>`` (any mismatch: nothing is
+  left), run ``install.sh``, stop the running app, switch ``DIR/current`` atomically, start,
+  wait for ``/healthz``; on failure switch back, restart the previous bundle and delete the
+  failed one. One install at a time per DIR (``DIR/.lock``); the outcome is kept in
+  ``DIR/last_install.json``. An install that has begun finishes even if the controller dies
+  (SIGHUP ignored, a closed stdout tolerated): the device is left on the old or the new bundle.
+* ``status DIR [--prepare]``: the running bundle, whether it is healthy, its pid, uptime, last
+  stats and the last install's outcome (``--prepare``: also create ``DIR/incoming`` and the
+  other folders an install needs).
 
 The app runs under ``systemd --user`` where available, else as a background process with a pidfile.
 """
@@ -17,6 +22,7 @@ The app runs under ``systemd --user`` where available, else as a background proc
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -38,8 +44,11 @@ class Failure(Exception):
 
 
 def _result(**fields):
-    print(json.dumps(fields, sort_keys=True))
-    sys.stdout.flush()
+    try:
+        print(json.dumps(fields, sort_keys=True))
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # the controller went away; last_install.json keeps the outcome
 
 
 def _log(msg):
@@ -61,12 +70,6 @@ class Paths:
     def current_id(self):
         target = os.path.realpath(self.current) if os.path.islink(self.current) else None
         return os.path.basename(target) if target and os.path.isdir(target) else None
-
-
-def check(paths):
-    for d in (paths.root, os.path.join(paths.root, "incoming"), paths.bundles, paths.logs):
-        os.makedirs(d, exist_ok=True)
-    _result(ok=True, python="%d.%d.%d" % sys.version_info[:3], dir=paths.root, systemd_user=_systemd_user())
 
 
 def extract_verified(archive, paths):
@@ -273,14 +276,54 @@ def switch(paths, bid):
 
 
 def install(args, paths):
-    check_dirs = [paths.root, paths.bundles, paths.logs]
-    for d in check_dirs:
+    for d in (paths.root, paths.bundles, paths.logs):
         os.makedirs(d, exist_ok=True)
+    # a controller killed mid-rollout must not kill the transaction half-way (between stop and start)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    lock = open(os.path.join(paths.root, ".lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a second rollout to this device waits for the first
     try:
-        bid, manifest, fresh = extract_verified(args.archive, paths)
+        try:
+            if args.sha256:
+                _check_archive(args.archive, args.sha256)
+            bid, manifest, fresh = extract_verified(args.archive, paths)
+        finally:
+            if os.path.exists(args.archive):
+                os.unlink(args.archive)
+        return _install_verified(args, paths, bid, manifest, fresh)
+    except Failure as e:
+        _record(paths, ok=False, action="refused" if e.code == EXIT_TAMPERED else "failed", bundle=None, message=str(e))
+        raise
     finally:
-        if os.path.exists(args.archive):
-            os.unlink(args.archive)
+        lock.close()
+
+
+def _check_archive(archive, want):
+    h = hashlib.sha256()
+    try:
+        with open(archive, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise Failure(EXIT_TAMPERED, "cannot read the copied bundle %s (%s); push again" % (archive, e))
+    if h.hexdigest() != want.lower():
+        raise Failure(EXIT_TAMPERED, "bundle archive has SHA-256 %s, the controller sent %s (changed in transfer); refused" % (
+            h.hexdigest()[:12], want[:12]))
+
+
+def _record(paths, **fields):
+    """Keep the outcome of the last install for `status` (atomically: a reader never sees half a file)."""
+    fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tmp = os.path.join(paths.root, "last_install.json.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(fields, fh, sort_keys=True)
+        os.replace(tmp, os.path.join(paths.root, "last_install.json"))
+    except OSError:
+        pass
+
+
+def _install_verified(args, paths, bid, manifest, fresh):
     app = manifest["app"]
     if fresh:
         _log("bundle %s verified (%d files); installing" % (bid, len(manifest["files"])))
@@ -291,7 +334,9 @@ def install(args, paths):
     start(paths, app, bid)
     if wait_healthy(paths, manifest, bid, args.health_timeout):
         _prune(paths, keep=(bid, previous))
-        _result(ok=True, action="installed" if previous != bid else "restarted", bundle=bid, previous=previous, app=app)
+        action = "installed" if previous != bid else "restarted"
+        _record(paths, ok=True, action=action, bundle=bid, previous=previous, message="")
+        _result(ok=True, action=action, bundle=bid, previous=previous, app=app)
         return EXIT_OK
     stop(paths, app)
     log_tail = _tail(os.path.join(paths.logs, "%s.log" % bid))
@@ -303,7 +348,9 @@ def install(args, paths):
         message += "; rolled back to %s%s" % (previous, "" if back else " (which is not healthy either)")
     if previous != bid:
         shutil.rmtree(paths.bundle(bid), ignore_errors=True)
-    _result(ok=False, action="rolled back" if previous else "failed", bundle=bid, previous=previous, app=app, message=message)
+    action = "rolled back" if previous else "failed"
+    _record(paths, ok=False, action=action, bundle=bid, previous=previous, message=message)
+    _result(ok=False, action=action, bundle=bid, previous=previous, app=app, message=message)
     return EXIT_ROLLED_BACK
 
 
@@ -334,18 +381,35 @@ def _prune(paths, keep):
             shutil.rmtree(os.path.join(venvs, name), ignore_errors=True)
 
 
-def status(paths):
+def status(paths, prepare=False):
+    if prepare:
+        for d in (paths.root, os.path.join(paths.root, "incoming"), paths.bundles, paths.logs):
+            os.makedirs(d, exist_ok=True)
     bid = paths.current_id()
+    last = _last_install(paths)
+    python = "%d.%d.%d" % sys.version_info[:3]
     if bid is None:
-        _result(ok=True, bundle=None, running=False, message="no bundle installed")
+        _result(ok=True, bundle=None, running=False, healthy=False, python=python, last_install=last, dir=paths.root,
+                message="no bundle installed")
         return EXIT_OK
     manifest = _read_manifest(paths, bid)
     h = health(manifest) or {}
     running = _running(paths, manifest["app"], _systemd_user()) or bool(h)
-    _result(ok=running, bundle=bid, app=manifest["app"], running=running, pid=h.get("pid") or _pid(paths),
-            uptime_s=h.get("uptime_s"), events=h.get("events"), fps=h.get("fps"), stats=h,
+    # healthy: what `install` waits for (this bundle answers /healthz, or runs when it serves none)
+    healthy = running and (h.get("status") == "ok" and h.get("bundle") == bid if manifest.get("metrics_port") else True)
+    _result(ok=running, bundle=bid, app=manifest["app"], version=manifest.get("edgesdk_version"), running=running, healthy=healthy,
+            pid=h.get("pid") or _pid(paths), uptime_s=h.get("uptime_s"), events=h.get("events"), fps=h.get("fps"), stats=h,
+            python=python, last_install=last, dir=paths.root,
             message="" if running else "not running; log: %s" % os.path.join(paths.logs, "%s.log" % bid))
     return EXIT_OK
+
+
+def _last_install(paths):
+    try:
+        with open(os.path.join(paths.root, "last_install.json")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv=None):
@@ -354,25 +418,24 @@ def main(argv=None):
         return EXIT_PYTHON
     p = argparse.ArgumentParser(prog="edgesdk-agent")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("check").add_argument("dir")
     s = sub.add_parser("install")
     s.add_argument("archive")
     s.add_argument("dir")
     s.add_argument("--health-timeout", type=float, default=60.0)
     s.add_argument("--python", default="python3")
     s.add_argument("--site-packages", default=None)
-    sub.add_parser("status").add_argument("dir")
+    s.add_argument("--sha256", default=None, help="the archive's SHA-256 as the controller computed it")
+    s = sub.add_parser("status")
+    s.add_argument("dir")
+    s.add_argument("--prepare", action="store_true", help="create the folders an install needs")
     args = p.parse_args(argv)
     paths = Paths(args.dir)
     try:
-        if args.cmd == "check":
-            check(paths)
-            return EXIT_OK
         if args.cmd == "install":
             return install(args, paths)
-        return status(paths)
+        return status(paths, args.prepare)
     except Failure as e:
-        _result(ok=False, message=str(e))
+        _result(ok=False, action="refused" if e.code == EXIT_TAMPERED else "failed", message=str(e))
         return e.code
 
 

@@ -1,172 +1,217 @@
-"""``edgesdk deploy push`` / ``status`` over OpenSSH (``ssh``/``scp`` subprocesses).
+"""``edgesdk deploy push`` / ``status``: one engine — the shipped Ansible role — for one device or a fleet.
 
-Each host: ``agent check`` (Python version, folders), ``scp`` the bundle, ``agent install``
-(verify the manifest, install, switch, start, health check, roll back). The agent is sent on
-``ssh``'s stdin from this machine, never taken from the bundle it is about to verify. SSH
-runs with ``BatchMode=yes`` (no prompts) and ``StrictHostKeyChecking=accept-new`` against a
-known_hosts file private to the run.
+``USER@HOST`` arguments and ``--hosts`` files become a one-off inventory; ``--inventory`` files
+are read and checked by :mod:`deploy.inventory`. Either way every host is validated before
+Ansible starts, and each device's agent (``deploy/agent.py``) does the installing.
+
+Bundles: ``push BUNDLE`` sends that bundle to every targeted host; without it, each host's
+``edgesdk_bundle`` from the inventory (per group or host, relative to the inventory file) is
+used. Fleet-wide settings (``remote_dir``, ``python``, ...) given here apply to every host
+unless its group or host sets its own.
 """
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
-import logging
-import shlex
-import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import tarfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.bundle import MANIFEST, bundle_id
+from deploy.fleet import Connection, Outcome, Rollout, Row, parse_batch, run_playbook
+from deploy.hosts import parse_hosts
+from deploy.inventory import Inventory, from_hosts, load_inventory
 from sdk.errors import ConfigError
-
-log = logging.getLogger("edgesdk.deploy")
-
-AGENT = Path(__file__).resolve().parent / "agent.py"
 
 
 @dataclass(frozen=True)
-class Host:
-    host: str
-    user: str | None = None
-    port: int = 22
+class DeviceSettings:
+    """Fleet-wide device settings; None leaves the inventory's value (or the role's default).
 
-    @property
-    def target(self) -> str:
-        return f"{self.user}@{self.host}" if self.user else self.host
+    Args:
+        remote_dir: Where bundles live on the device (default ``~/.edgesdk``).
+        python: The device interpreter that runs the agent and makes the venv (default ``python3``).
+        site_packages: A folder of packages on the device to reuse in the venv.
+        health_timeout: Seconds to wait for ``/healthz`` before rolling back (default 60).
+    """
 
-    @property
-    def label(self) -> str:
-        return self.target + (f":{self.port}" if self.port != 22 else "")
+    remote_dir: str | None = None
+    python: str | None = None
+    site_packages: str | None = None
+    health_timeout: float | None = None
 
-
-def parse_host(text: str, default_port: int = 22) -> Host:
-    """``[USER@]HOST[:PORT]``."""
-    user, _, rest = text.rpartition("@")
-    host, sep, port = rest.partition(":")
-    if not host or (sep and not port.isdigit()):
-        raise ConfigError(f"host {text!r}: expected USER@HOST or USER@HOST:PORT")
-    return Host(host, user or None, int(port) if sep else default_port)
+    def fleet_vars(self) -> dict[str, Any]:
+        names = {"remote_dir": "edgesdk_dir", "python": "edgesdk_python", "site_packages": "edgesdk_site_packages",
+                 "health_timeout": "edgesdk_health_timeout"}
+        return {var: getattr(self, attr) for attr, var in names.items() if getattr(self, attr) is not None}
 
 
-def parse_hosts(hosts: list[str], hosts_file: str | None, default_port: int = 22) -> list[Host]:
-    """Hosts from the command line and a ``--hosts`` file (one per line, ``#`` comments)."""
-    texts = list(hosts)
-    if hosts_file:
-        try:
-            lines = Path(hosts_file).read_text().splitlines()
-        except OSError as e:
-            raise ConfigError(f"--hosts {hosts_file}: cannot read ({e.strerror})") from e
-        texts += [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
-    if not texts:
-        raise ConfigError("no host given; pass USER@HOST or --hosts FILE")
-    return [parse_host(t, default_port) for t in texts]
+@dataclass
+class Targets:
+    """The checked inventory and how to show its hosts (a one-off inventory's names are ``device1``...)."""
+
+    inventory: Inventory
+    labels: dict[str, str]
+    base: Path
+
+    def label(self, row: Row) -> Row:
+        return {**row, "host": self.labels.get(row["host"], row["host"])}
 
 
-class Remote:
-    """How to reach devices: key, remote folder, timeouts; one private known_hosts per instance."""
-
-    def __init__(self, identity: str | None = None, remote_dir: str = "~/.edgesdk", connect_timeout: int = 10) -> None:
-        if identity and not Path(identity).expanduser().is_file():
-            raise ConfigError(f"--identity {identity}: no such key file")
-        self.identity = str(Path(identity).expanduser()) if identity else None
-        self.remote_dir = remote_dir
-        self.connect_timeout = connect_timeout
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgesdk-ssh-")
-        self.known_hosts = str(Path(self._tmp.name) / "known_hosts")
-
-    def options(self) -> list[str]:
-        opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "LogLevel=ERROR"]
-        if self.identity:
-            opts += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
-        return opts
-
-    def ssh(self, host: Host, command: list[str], stdin: bytes | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-        cmd = ["ssh", *self.options(), "-p", str(host.port), host.target, shlex.join(command)]
-        return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
-
-    def agent(self, host: Host, python: str, args: list[str], timeout: float = 900) -> dict[str, Any]:
-        """Run the agent on ``host``; its JSON result, or ``{"ok": False, "message": ...}``."""
-        res = self.ssh(host, [python, "-", *args], stdin=AGENT.read_bytes(), timeout=timeout)
-        if res.returncode == 255:
-            return {"ok": False, "message": ssh_error(host, res.stderr.decode(errors="replace"))}
-        lines = [ln for ln in res.stdout.decode(errors="replace").splitlines() if ln.startswith("{")]
-        if not lines:
-            err = (res.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-            if res.returncode == 127:
-                err = f"{python} not found on the device; install Python 3.10+ (python3, python3-venv)"
-            return {"ok": False, "message": f"agent failed (exit {res.returncode}): {err}"}
-        return json.loads(lines[-1])
-
-    def copy(self, host: Host, local: str | Path, remote: str) -> str | None:
-        """``scp`` a file; an error message or None."""
-        cmd = ["scp", "-q", *self.options(), "-P", str(host.port), str(local), f"{host.target}:{remote}"]
-        res = subprocess.run(cmd, capture_output=True, timeout=1800)
-        return None if res.returncode == 0 else ssh_error(host, res.stderr.decode(errors="replace"))
-
-
-def ssh_error(host: Host, stderr: str) -> str:
-    """One line saying why ssh failed, and what to do."""
-    text = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh failed"
-    low = stderr.lower()
-    if "permission denied" in low:
-        return f"{host.label}: SSH login refused (wrong key or user); pass --identity KEY, or ssh-copy-id {host.target}"
-    if any(s in low for s in ("connection refused", "timed out", "no route", "could not resolve", "network is unreachable")):
-        return f"{host.label}: unreachable ({text}); check the address, --port and that sshd runs"
-    if "host key verification failed" in low or "remote host identification has changed" in low:
-        return f"{host.label}: host key mismatch ({text})"
-    return f"{host.label}: {text}"
-
-
-def push_one(bundle: Path, host: Host, remote: Remote, health_timeout: float, python: str, site_packages: str | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"host": host.label, "ok": False, "bundle": None, "previous": None, "action": "", "message": ""}
-    checked = remote.agent(host, python, ["check", remote.remote_dir], timeout=120)
-    if not checked.get("ok"):
-        return {**row, "action": "refused", "message": checked.get("message", "check failed")}
-    incoming = f"{checked['dir']}/incoming/{bundle.name}.part"
-    log.info("%s: Python %s, copying %s (%.1f MB)", host.label, checked["python"], bundle.name, bundle.stat().st_size / 1e6)
-    err = remote.copy(host, bundle, incoming)
-    if err:
-        return {**row, "action": "copy failed", "message": err}
-    args = ["install", incoming, remote.remote_dir, "--health-timeout", str(health_timeout), "--python", python]
-    if site_packages:
-        args += ["--site-packages", site_packages]
-    log.info("%s: verifying, installing and starting", host.label)
-    res = remote.agent(host, python, args, timeout=900 + health_timeout * 2)
-    return {**row, **{k: res.get(k, row.get(k)) for k in ("ok", "bundle", "previous", "action", "message")}}
-
-
-def push_many(bundle: str | Path, hosts: list[Host], remote: Remote, jobs: int = 8, health_timeout: float = 60.0,
-              python: str = "python3", site_packages: str | None = None) -> list[dict[str, Any]]:
-    """Push ``bundle`` to every host in parallel; one result row per host, in the given order.
+def targets(hosts: list[str], hosts_file: str | None = None, inventory: str | None = None, port: int | None = None) -> Targets:
+    """Hosts from ``USER@HOST`` arguments, a ``--hosts`` file, or an inventory (not both kinds).
 
     Raises:
-        ConfigError: The bundle file is missing.
+        ConfigError: Both kinds, none, or a refused host (the message names where it came from).
     """
-    path = Path(bundle)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such bundle; build one with `edgesdk deploy bundle CONFIG.yaml`")
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(lambda h: _guard(h, push_one, path, h, remote, health_timeout, python, site_packages), hosts))
+    if inventory and (hosts or hosts_file):
+        raise ConfigError("give hosts (USER@HOST, hosts_file) or an inventory, not both", param="inventory")
+    if inventory:
+        return Targets(load_inventory(inventory), {}, Path(inventory).resolve().parent)
+    inv, labels = from_hosts(parse_hosts(hosts, hosts_file, port))
+    return Targets(inv, labels, Path.cwd())
 
 
-def status_one(host: Host, remote: Remote) -> dict[str, Any]:
-    res = remote.agent(host, "python3", ["status", remote.remote_dir], timeout=60)
-    return {"host": host.label, **res}
+def bundle_facts(path: str | Path) -> dict[str, str]:
+    """``edgesdk_bundle`` (absolute), ``edgesdk_bundle_sha256`` (archive) and ``edgesdk_bundle_id`` (manifest) of a bundle.
 
-
-def status_many(hosts: list[Host], remote: Remote, jobs: int = 8) -> list[dict[str, Any]]:
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(lambda h: _guard(h, status_one, h, remote), hosts))
-
-
-def _guard(host: Host, fn: Any, *args: Any) -> dict[str, Any]:
-    """One host's failure (a timeout, a missing ssh binary) must not hide the others' results."""
+    Raises:
+        ConfigError: No such file, or no readable ``manifest.json`` in it.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such bundle; build one with `edgesdk deploy bundle CONFIG.yaml`")
+    digest = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
     try:
-        return fn(*args)
-    except subprocess.TimeoutExpired as e:
-        return {"host": host.label, "ok": False, "message": f"timed out after {e.timeout:.0f} s"}
-    except FileNotFoundError as e:
-        return {"host": host.label, "ok": False, "message": f"{e.filename} not found; install openssh-client"}
+        with tarfile.open(p, "r:gz") as tar:
+            member = tar.extractfile(MANIFEST)
+            raw = member.read() if member else b""
+    except (tarfile.TarError, KeyError, OSError, EOFError) as e:
+        raise ConfigError(f"{p}: not an edgesdk bundle (no readable {MANIFEST}: {e}); build one with `edgesdk deploy bundle`") from e
+    return {"edgesdk_bundle": str(p.resolve()), "edgesdk_bundle_sha256": digest.hexdigest(), "edgesdk_bundle_id": bundle_id(raw)}
+
+
+def attach_bundles(inv: Inventory, base: Path) -> int:
+    """Beside every ``edgesdk_bundle`` in the inventory put its checksum and id (same scope, so the
+    same one wins); paths are relative to ``base``. Returns how many scopes name a bundle.
+
+    Raises:
+        ConfigError: A named bundle is missing or not a bundle.
+    """
+    count = 0
+    for scope, variables in inv.var_scopes():
+        value = variables.get("edgesdk_bundle")
+        if not value:
+            continue
+        if not isinstance(value, str) or "{{" in value:
+            raise ConfigError(f"{inv.source}: {scope}: edgesdk_bundle must be a file path, got {value!r}")
+        path = Path(value).expanduser()
+        try:
+            variables.update(bundle_facts(path if path.is_absolute() else base / path))
+        except ConfigError as e:
+            raise ConfigError(f"{inv.source}: {scope}: {e}") from e
+        count += 1
+    return count
+
+
+def push(bundle: str | Path | None, where: Targets, settings: DeviceSettings = DeviceSettings(), conn: Connection = Connection(),
+         rollout: Rollout = Rollout(), on_row: Callable[[Row], None] | None = None, audit_log: str | None = None) -> Outcome:
+    """Roll ``bundle`` (or each host's inventory bundle) out to ``where``; one row per targeted host.
+
+    Raises:
+        ConfigError: No bundle anywhere, a missing bundle, bad batch/limit, a refused host.
+        EdgeSDKError: ansible-playbook missing or failing before any host.
+    """
+    parse_batch(rollout.batch)  # bad values are refused before anything runs
+    extra: dict[str, Any] = {}
+    if bundle is not None:
+        extra.update(bundle_facts(bundle))
+    elif not attach_bundles(where.inventory, where.base):
+        raise ConfigError("no bundle: pass BUNDLE, or set edgesdk_bundle for the groups or hosts in the inventory", param="bundle")
+    if rollout.batch:
+        extra["edgesdk_serial"] = parse_batch(rollout.batch)
+    if rollout.max_fail is not None:
+        extra["edgesdk_max_fail"] = rollout.max_fail
+    audit = _Audit(audit_log, {"command": "push", "bundle": extra.get("edgesdk_bundle"), "bundle_id": extra.get("edgesdk_bundle_id"),
+                               "inventory": where.inventory.source, "limit": rollout.limit, "batch": rollout.batch,
+                               "max_fail": rollout.max_fail, "check": rollout.check})
+    out = run_playbook("push.yml", where.inventory.to_ansible(settings.fleet_vars()), extra, conn, rollout,
+                       on_row=audit.wrap(where, on_row))
+    return audit.close(out, where)
+
+
+def status(where: Targets, settings: DeviceSettings = DeviceSettings(), conn: Connection = Connection(), rollout: Rollout = Rollout(),
+           on_row: Callable[[Row], None] | None = None) -> Outcome:
+    """Every targeted host's installed bundle, version, health and last install result."""
+    dry = Rollout(forks=rollout.forks, limit=rollout.limit)
+    out = run_playbook("status.yml", where.inventory.to_ansible(settings.fleet_vars()), {}, conn, dry,
+                       on_row=lambda r: on_row(_explain(where.label(r))) if on_row else None)
+    out.rows = [_explain(where.label(r)) for r in out.rows]
+    return out
+
+
+def _explain(row: Row) -> Row:
+    """An unreachable host's ssh error as one line saying what to do."""
+    if row.get("action") != "unreachable":
+        return row
+    msg = str(row.get("message") or "")
+    low = msg.lower()
+    if "permission denied" in low:
+        msg = f"{row['host']}: SSH login refused (wrong key or user); pass --identity KEY, or ssh-copy-id to it"
+    elif any(s in low for s in ("connection refused", "timed out", "no route", "could not resolve", "network is unreachable")):
+        msg = f"{row['host']}: unreachable ({msg.split('ssh: ')[-1]}); check the address, --port and that sshd runs"
+    elif "host key verification failed" in low or "remote host identification has changed" in low:
+        msg = f"{row['host']}: host key mismatch ({msg})"
+    return {**row, "message": msg}
+
+
+class _Audit:
+    """Appends a record of the run, each host's row and the outcome to a JSON-lines file (if one is given).
+
+    Raises:
+        ConfigError: The file cannot be appended to (checked before anything runs).
+    """
+
+    def __init__(self, path: str | None, head: dict[str, Any]) -> None:
+        self.path = Path(path).expanduser() if path else None
+        if self.path and (self.path.is_dir() or not self.path.parent.is_dir()):
+            raise ConfigError(f"audit_log {self.path}: {'a folder' if self.path.is_dir() else 'its folder does not exist'}; "
+                              "give a file in an existing folder", param="audit_log")
+        try:
+            self._write({"event": "start", "time": _now(), "user": getpass.getuser(), **head})
+        except OSError as e:
+            raise ConfigError(f"audit_log {self.path}: cannot append ({e.strerror or e})", param="audit_log") from e
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+
+    def wrap(self, where: Targets, on_row: Callable[[Row], None] | None) -> Callable[[Row], None]:
+        def emit(row: Row) -> None:
+            row = _explain(where.label(row))
+            self._write({"event": "host", "time": _now(), **row})
+            if on_row:
+                on_row(row)
+        return emit
+
+    def close(self, out: Outcome, where: Targets) -> Outcome:
+        out.rows = [_explain(where.label(r)) for r in out.rows]
+        self._write({"event": "end", "time": _now(), "elapsed_s": out.elapsed_s, "stopped": out.stopped,
+                     "ok": [r["host"] for r in out.rows if r["ok"]],
+                     "failed": [r["host"] for r in out.rows if not r["ok"] and r["action"] != "not run"],
+                     "rolled_back": [r["host"] for r in out.rows if r["action"] == "rolled back"],
+                     "not_run": [r["host"] for r in out.rows if r["action"] == "not run"]})
+        return out
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -16,7 +16,7 @@ from pathlib import Path
 import sdk
 
 ROOT = Path(sdk.__file__).resolve().parent.parent
-PACKAGES = ("sdk", "devices", "apps")
+PACKAGES = ("sdk", "devices", "apps", "cli")  # cli: the console script is cli:main
 DATA_SUFFIXES = {".py", ".yaml", ".tflite", ".wav", ".mp4", ".jpg", ".png", ".txt", ".md", ".c", ".html", ".js", ".css", ".onnx"}
 SKIP_DIRS = {"__pycache__", "tests", ".pytest_cache"}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)

@@ -111,7 +111,8 @@ def test_wheel_is_device_side_only_and_reproducible():
         names = zf.namelist()
         meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "sdk/runner.py" in names and "devices/profiles/rpi5.yaml" in names
-    assert not any(n.startswith(("converters/", "tests/")) or "__pycache__" in n for n in names)
+    assert "cli/__init__.py" in names  # the console script is cli:main
+    assert not any(n.startswith(("converters/", "tests/", "deploy/")) or "__pycache__" in n for n in names)
     assert "Requires-Dist: numpy" in meta and "tensorflow" not in meta.lower()
     with zipfile.ZipFile(io.BytesIO(build_wheel("trigger_word")[1])) as zf:
         names = zf.namelist()
