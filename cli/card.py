@@ -128,6 +128,9 @@ def _value(key: tuple[str, ...], text: str) -> Any:
         value = loads(text, "card value", ".".join(key)) if text.strip() else ""
     if key in (("input", "mean"), ("input", "std")):
         _check_numbers(key, text, value, positive=key[1] == "std")
+    if key == ("input", "size") and not (isinstance(value, list) and len(value) in (1, 2)
+                                         and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ConfigError(f"input.size: expected one or two positive integers (e.g. 416 or [640, 480]), got {text!r}")
     return value
 
 
