@@ -119,7 +119,7 @@ def read_bytes(path: str | Path, what: str = "file", where: str | None = None, m
     p = Path(path)
     where = str(p) if where is None else where
     if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO would block open() forever
-        raise error(_prefix(where, f"not a regular file (a FIFO, socket or device); give a {what} file"))
+        raise error(_prefix(where, f"not a regular file (a FIFO, socket or device); give a {what if what.endswith('file') else what + ' file'}"))
     try:
         with open(p, "rb") as fh:
             data = fh.read(max_bytes + 1)

@@ -85,8 +85,8 @@ def test_files(tmp_path):
     big.write_bytes(b"#" * 2000)
     with pytest.raises(ConfigError, match="larger than 1000 bytes"):
         read_bytes(big, max_bytes=1000)
-    with pytest.raises(ConfigError, match="larger than"):
-        read_bytes("/dev/zero", max_bytes=1000)  # an endless file is not read to the end
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_bytes("/dev/zero", max_bytes=1000)  # a device (an endless file, or a FIFO that blocks) is never opened
 
 
 def test_dumps_round_trips_without_aliases():
