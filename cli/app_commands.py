@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from apps.registry import APPS
+from sdk.console import add_command
 
 
 def _app_modules(role: str):
@@ -20,10 +21,9 @@ def _app_modules(role: str):
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    ev = sub.add_parser("eval", help="measure an app's metric on a labelled set, float vs converted", formatter_class=fmt)
+    ev = add_command(sub, "eval", None, help="measure an app's metric on a labelled set, float vs converted")
     ev_sub = ev.add_subparsers(dest="app", metavar="APP", required=True)
-    tr = sub.add_parser("train", help="host-side recipes that rebuild the shipped default models", formatter_class=fmt)
+    tr = add_command(sub, "train", None, help="host-side recipes that rebuild the shipped default models")
     tr_sub = tr.add_subparsers(dest="app", metavar="APP", required=True)
     for mod in _app_modules("cli"):
         if hasattr(mod, "register_eval"):

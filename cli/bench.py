@@ -9,16 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from sdk.console import Output, add_runner_args, runner_kwargs, table
+from sdk.console import Output, add_command, add_runner_args, runner_kwargs, table
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "bench",
-        parents=[common],
-        help="latency p50/p90/p99 and throughput (warm-up excluded)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "bench", common, help="latency p50/p90/p99 and throughput (warm-up excluded)")
     p.add_argument("model", help="a .tflite file")
     add_runner_args(p)
     p.add_argument("-n", "--runs", type=int, default=50, help="timed runs")

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sdk.console import Output
+from sdk.console import Output, add_command
 from sdk.errors import ConfigError
 
 SECTIONS = ("input", "output", "quantization", "metrics", "source")
@@ -29,14 +29,13 @@ _NUMBERS = re.compile(r"^\s*-?[\d.]+(e-?\d+)?(\s*,\s*-?[\d.]+(e-?\d+)?)+\s*$")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("card", parents=[common], help="show or edit a model's embedded card (fix a third-party model once)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = add_command(sub, "card", common, help="show or edit a model's embedded card (fix a third-party model once)")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     show = verbs.add_parser("show", parents=[common], help="print the card (YAML; --json: JSON)")
     show.add_argument("model", help="a .tflite file")
     show.set_defaults(func=run_show)
     for verb, what, meta in (("set", "set KEY=VALUE pairs", "KEY=VALUE"), ("unset", "remove keys", "KEY")):
-        q = verbs.add_parser(verb, parents=[common], help=f"{what} in the card and write the model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        q = add_command(verbs, verb, common, help=f"{what} in the card and write the model")
         q.add_argument("model", help="a .tflite file")
         q.add_argument("pairs", nargs="+", metavar=meta, help="dotted card keys: output.decoder=yolox input.channel_order=bgr input.std=1 ...")
         q.add_argument("-o", "--output", default=None, metavar="OUT.tflite", help="write a copy instead of changing MODEL in place")

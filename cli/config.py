@@ -10,7 +10,7 @@ from typing import Any
 
 from apps.config import load_config, to_argv
 from apps.registry import CONFIG_APPS
-from sdk.console import Output
+from sdk.console import Output, add_command
 from sdk.errors import ConfigError
 
 log = logging.getLogger("edgesdk.run")
@@ -19,15 +19,13 @@ log = logging.getLogger("edgesdk.run")
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     cfg = sub.add_parser("config", help="app config files (YAML)")
     cs = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    p = cs.add_parser("init", parents=[common], help="write a commented default config for APP",
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = add_command(cs, "init", common, help="write a commented default config for APP")
     p.add_argument("app", choices=sorted(CONFIG_APPS), metavar="APP", help=f"one of: {', '.join(sorted(CONFIG_APPS))}")
     p.add_argument("-o", "--output", default=None, help="file to write (default: APP.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=_init)
 
-    p = sub.add_parser("run", parents=[common], help="run an app from one YAML config (flags and config behave the same)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = add_command(sub, "run", common, help="run an app from one YAML config (flags and config behave the same)")
     p.add_argument("config", metavar="CONFIG.yaml", help="written by `edgesdk config init APP`")
     p.add_argument("--print-argv", action="store_true", help="print the equivalent `edgesdk` command line and exit")
     p.set_defaults(func=_run)

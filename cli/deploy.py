@@ -8,18 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdk.console import Output, number, table
+from sdk.console import Output, add_command, number, table
 from sdk.errors import ConfigError, EdgeSDKError
 
 log = logging.getLogger("edgesdk.deploy")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
     dep = sub.add_parser("deploy", help="bundle an app, push it to devices, check them")
     ds = dep.add_subparsers(dest="deploy_command", metavar="ACTION", required=True)
-    p = ds.add_parser("bundle", parents=[common], formatter_class=fmt,
-                      help="a reproducible .tar.gz: models, config, device-side edgesdk, install script, systemd unit, manifest")
+    p = add_command(ds, "bundle", common, help="a reproducible .tar.gz: models, config, device-side edgesdk, install script, systemd unit, manifest")
     p.add_argument("config", metavar="CONFIG.yaml|MODEL.tflite",
                    help="the app config (`edgesdk config init APP`), or a converted model: its card's task picks the app")
     p.add_argument("--source", default=None, help="with MODEL.tflite: the app's source (default: mic / camera 0)")
@@ -29,19 +27,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--python-version", default=None, help="the device's Python for --offline wheels (default: 3.11, Bookworm)")
     p.set_defaults(func=_bundle)
 
-    _register_push(ds, common, fmt)
-    p = ds.add_parser("status", parents=[common], formatter_class=fmt,
-                      help="installed bundle, version, health and last install per host (through Ansible)")
+    _register_push(ds, common)
+    p = add_command(ds, "status", common, help="installed bundle, version, health and last install per host (through Ansible)")
     p.add_argument("hosts", nargs="*", metavar="USER@HOST", help="[USER@]HOST[:PORT]; or --hosts / --inventory")
     _target_args(p)
     _device_args(p, push=False)
     p.set_defaults(func=_status)
-    _register_pull(ds, common, fmt)
+    _register_pull(ds, common)
 
 
-def _register_push(ds: argparse._SubParsersAction, common: argparse.ArgumentParser, fmt: type) -> None:
-    p = ds.add_parser("push", parents=[common], formatter_class=fmt,
-                      help="roll a bundle out through Ansible: copy, verify, install, restart, health-check, roll back")
+def _register_push(ds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = add_command(ds, "push", common, help="roll a bundle out through Ansible: copy, verify, install, restart, health-check, roll back")
     p.add_argument("bundle", nargs="?", metavar="BUNDLE.tar.gz",
                    help="the bundle for every host (with --inventory it may be left out: each group's edgesdk_bundle)")
     p.add_argument("hosts", nargs="*", metavar="USER@HOST", help="[USER@]HOST[:PORT] (IPv6 as [ADDR]:PORT); or --hosts / --inventory")
@@ -54,9 +50,8 @@ def _register_push(ds: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.set_defaults(func=_push)
 
 
-def _register_pull(ds: argparse._SubParsersAction, common: argparse.ArgumentParser, fmt: type) -> None:
-    p = ds.add_parser("pull-config", parents=[common], formatter_class=fmt,
-                      help="pull mode: write the repo content and timer with which devices fetch and apply a bundle (ansible-pull)")
+def _register_pull(ds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = add_command(ds, "pull-config", common, help="pull mode: write the repo content and timer with which devices fetch and apply a bundle (ansible-pull)")
     p.add_argument("bundle", metavar="BUNDLE.tar.gz")
     p.add_argument("--repo", required=True, metavar="GIT_URL", help="the git repository the devices fetch (you commit the output to it)")
     p.add_argument("--branch", default="main", help="the branch devices follow")

@@ -5,16 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sdk.console import Output, table
+from sdk.console import Output, add_command, table
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "inspect",
-        parents=[common],
-        help="inputs, outputs, quantization, op histogram, card, Edge TPU readiness",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "inspect", common, help="inputs, outputs, quantization, op histogram, card, Edge TPU readiness")
     p.add_argument("model", help="a .tflite file")
     p.add_argument("--edgetpu", action="store_true", help="also check Edge TPU readiness op by op")
     p.set_defaults(func=run)

@@ -6,12 +6,12 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from sdk.console import Output, table
+from sdk.console import Output, add_command, table
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("models", help="registry of public models, downloaded and sha256-verified", formatter_class=fmt)
+    p = add_command(sub, "models", None, help="registry of public models, downloaded and sha256-verified")
     ms = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     reg = argparse.ArgumentParser(add_help=False)
     reg.add_argument("--registry", default=None, help="registry YAML (default: the one shipped with edgesdk)")

@@ -104,6 +104,12 @@ def number(kind: type = float, low: float | None = None, high: float | None = No
     return parse
 
 
+def add_command(sub: Any, name: str, common: argparse.ArgumentParser | None, help: str, **kw: Any) -> argparse.ArgumentParser:
+    """One command's parser: the common options (``--json``, ``-v``, ``-q``), defaults shown in ``--help``."""
+    return sub.add_parser(name, parents=[common] if common is not None else [], help=help,
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kw)
+
+
 def common_parent() -> argparse.ArgumentParser:
     """Options every command takes (``--json``, ``-v``, ``-q``), usable after the command name."""
     p = argparse.ArgumentParser(add_help=False)

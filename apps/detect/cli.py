@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sdk.console import Output, add_runner_args, number, runner_kwargs, table
+from sdk.console import Output, add_command, add_runner_args, number, runner_kwargs, table
 from sdk.decoders.base import FAMILIES
 from sdk.errors import ConfigError
 from sdk.web.serve import add_serve_args
@@ -69,12 +69,7 @@ def _add_post_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "detect",
-        parents=[common],
-        help="object detection (YOLO, YOLOX, SSD, NanoDet) on a camera, video, image(s) or stream (JSON lines per frame)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "detect", common, help="object detection (YOLO, YOLOX, SSD, NanoDet) on a camera, video, image(s) or stream (JSON lines per frame)")
     p.add_argument("-m", "--model", default=None, help="a .tflite detection model; unset: the shipped default")
     p.add_argument("-s", "--source", required=True, help="camera index, /dev/videoN, video file, image, image folder, http:// MJPEG or rtsp:// URL")
     _add_post_args(p)
@@ -154,12 +149,7 @@ def run_detect(args: argparse.Namespace, out: Output) -> int:
 
 
 def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "detect",
-        parents=[common],
-        help="COCO mAP@0.5 and mAP@0.5:0.95 on an annotated image folder (float vs int8 with --compare)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "detect", common, help="COCO mAP@0.5 and mAP@0.5:0.95 on an annotated image folder (float vs int8 with --compare)")
     p.add_argument("-m", "--model", default=None, help="a .tflite model; unset: the shipped int8 model")
     p.add_argument("--compare", metavar="MODEL2", default=None, help="a second model (e.g. the float one) to compare")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the images named in the annotations")

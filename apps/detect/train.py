@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from sdk.console import add_command
+
 DEFAULT_OUT = Path("detect_model")  # never the shipped models folder: the default detector is NanoDet
 INPUT_SPEC = {"letterbox": True, "mean": 0.0, "std": 255.0, "channel_order": "rgb"}
 STRIDES = (8, 16)
@@ -33,12 +35,7 @@ OUTPUT_ROLES = {"boxes": "output_0", "scores": "output_1"}
 
 def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``edgesdk train detect``."""
-    p = sub.add_parser(
-        "detect",
-        parents=[common],
-        help="train the small YOLO detector (generated shapes-on-photos data, or --data) and convert it to int8",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "detect", common, help="train the small YOLO detector (generated shapes-on-photos data, or --data) and convert it to int8")
     p.add_argument("--data", help="your own data: a COCO json (images beside it or in images/) or a YOLO-txt folder (images/, labels/, classes.txt); default: generate")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder for detect_fp32.tflite and detect_int8.tflite")
     p.add_argument("--work", default="detect_work", help="folder for the trained detect.keras and the held-out eval set (COCO json + images)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdk.console import Output, number, table
+from sdk.console import Output, add_command, number, table
 from sdk.web.serve import add_serve_args
 
 EXIT_CODES = """exit codes:
@@ -66,7 +66,7 @@ def _identities(db: str) -> list[dict]:
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    face = sub.add_parser("face", help="face verification with stored embeddings", epilog=EXIT_CODES, formatter_class=fmt)
+    face = add_command(sub, "face", None, help="face verification with stored embeddings", epilog=EXIT_CODES)
     fs = face.add_subparsers(dest="face_command", metavar="ACTION", required=True)
     fo, cam = _face_options(), _camera_options()
     sel = argparse.ArgumentParser(add_help=False)

@@ -25,6 +25,7 @@ import numpy as np
 from apps.face.calibrate import verification
 from apps.face.int8 import convert_and_measure
 from apps.face.model import CROP_MARGIN, build_embedding_model, normalise, semi_hard_triplet_loss
+from sdk.console import add_command
 from sdk.errors import ConfigError
 
 log = logging.getLogger("edgesdk.face")
@@ -32,8 +33,7 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("face", parents=[common], help="train a face embedding (triplet loss) on DIR/<person>/*.jpg",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = add_command(sub, "face", common, help="train a face embedding (triplet loss) on DIR/<person>/*.jpg")
     p.add_argument("--data", required=True, help="folder with one sub-folder of photos per person")
     p.add_argument("-o", "--output", default="face_embed_int8.tflite", help="int8 model to write (the .keras goes beside it)")
     p.add_argument("--detector", choices=("blazeface", "haar", "none"), default="blazeface", help="face finder; none: photos are crops")

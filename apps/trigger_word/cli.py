@@ -16,19 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from apps.registry import APPS
-from sdk.console import Output, add_runner_args, number, runner_kwargs
+from sdk.console import Output, add_command, add_runner_args, number, runner_kwargs
 from sdk.errors import ConfigError
 from sdk.web.serve import add_serve_args
 
 log = logging.getLogger("edgesdk.trigger_word")
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "trigger-word",
-        parents=[common],
-        help="detect a spoken trigger word in a WAV file or live from a microphone",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "trigger-word", common, help="detect a spoken trigger word in a WAV file or live from a microphone")
     p.add_argument("-m", "--model", default=None, help=f"trigger-word .tflite with a card; None: the shipped {APPS['trigger-word'].default_model_path.name}")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-i", "--input", metavar="FILE.wav", help="a WAV file (any rate, channels, 8-32-bit PCM or float)")
@@ -48,12 +43,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def register_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "trigger-word",
-        parents=[common],
-        help="false rejects, false accepts per hour, detection delay and a threshold sweep",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "trigger-word", common, help="false rejects, false accepts per hour, detection delay and a threshold sweep")
     p.add_argument("-m", "--model", default=None, help=f"model to evaluate; None: the shipped {APPS['trigger-word'].default_model_path.name}")
     p.add_argument("--compare", metavar="M2", help="a second model evaluated on the same audio")
     p.add_argument("--positives", required=True, metavar="DIR", help="folder of .wav clips, each holding the word once")

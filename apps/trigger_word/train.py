@@ -34,6 +34,7 @@ import numpy as np
 from apps.trigger_word.fit import fit
 from apps.trigger_word.jobs import log, log_prefix, run_jobs, tune_malloc
 from apps.trigger_word.operating_point import FA_TARGET, OperatingPoint, choose_and_evaluate
+from sdk.console import add_command
 
 HERE = Path(__file__).resolve().parent
 FRONTEND = HERE / "models" / "speech_embedding_int8.tflite"
@@ -336,8 +337,7 @@ def _write_model(cfg: TrainConfig, word: str, corpus: Any, int8: Path, point: Op
 def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``edgesdk train trigger-word``."""
     d = TrainConfig()
-    p = sub.add_parser("trigger-word", parents=[common], help="train a trigger-word model from synthetic speech",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = add_command(sub, "trigger-word", common, help="train a trigger-word model from synthetic speech")
     p.add_argument("--word", default=d.word, help="the trigger word (anything espeak-ng can say)")
     p.add_argument("--arch", choices=("embedding", "dscnn", "course"), default=d.arch,
                    help="embedding: a head on the pretrained speech front end; dscnn/course: from log-mels, trained from scratch")
