@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -21,15 +22,37 @@ from typing import Any
 
 import numpy as np
 
-# Tests set this to make the child crash in a given mode (honoured only under pytest).
+# Tests set these to make the child crash in a given mode / wait before working (honoured only under pytest).
 CRASH_ENV = "EDGESDK_TEST_CHILD_CRASH"
+SLEEP_ENV = "EDGESDK_TEST_CHILD_SLEEP"
+PARENT_ENV = "EDGESDK_CONVERT_PARENT"
+PR_SET_PDEATHSIG = 1
 MAX_CALIBRATION = 500
 MAX_EVAL = 200
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), then check
+    the parent did not die before the request; elsewhere the parent's cleanup kills the child."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):
+        os._exit(1)
+
+
 def main(job_dir: str) -> int:
+    die_with_parent()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     jd = Path(job_dir)
+    (jd / "child.pid").write_text(str(os.getpid()))
+    _maybe_sleep()
     job = json.loads((jd / "job.json").read_text())
     try:
         run_job(job, jd)
@@ -37,7 +60,7 @@ def main(job_dir: str) -> int:
         from sdk.errors import EdgeSDKError
 
         kind = type(e).__name__ if isinstance(e, EdgeSDKError) else "ConversionError"
-        msg = str(e) if isinstance(e, EdgeSDKError) else f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+        msg = str(e) if isinstance(e, EdgeSDKError) else f"the converter failed unexpectedly: {_first_error(str(e)) or repr(e)[:300]}"
         (jd / "error.json").write_text(json.dumps({"type": kind, "message": msg}))
         return 3
     return 0
@@ -59,34 +82,76 @@ def _quiet_tf() -> Any:
 
 
 def run_job(job: dict[str, Any], jd: Path) -> None:
-    from converters import data, keras_model
+    from converters import data, keras_model, loader
     from sdk.errors import ConversionError
 
     tf = _quiet_tf()
-    custom = keras_model.import_custom_objects(job.get("custom_objects", []), job.get("optional_custom_objects", []))
-    model = keras_model.load_model(job["model"], custom)
+    custom = loader.import_custom_objects(job.get("custom_objects", []), job.get("optional_custom_objects", []))
+    model, load_notes = loader.load_model(job["model"], custom, trust=bool(job.get("trust")), work=jd)
     shapes = keras_model.input_shapes(model)
     recurrent = keras_model.recurrent_layers(model)
-    (jd / "model.json").write_text(json.dumps({"inputs": [list(s) for s in shapes], "recurrent": recurrent}))
+    routes, plan = _routes(model, job, recurrent)
+    (jd / "model.json").write_text(json.dumps({"inputs": [list(s) for s in shapes], "recurrent": recurrent, "load_notes": load_notes,
+                                               "routes": routes}))
     sample_shapes = [s[1:] for s in shapes]
     card_input = job.get("card_input") or {}
     calib = None
     if job.get("calibration") is not None:
         calib, desc = data.load_samples(job["calibration"], sample_shapes, what="calibration", card_input=card_input, limit=MAX_CALIBRATION)
         (jd / "calibration.json").write_text(json.dumps({"source": desc, "count": len(calib[0])}))
-    _keras_reference(job, model, sample_shapes, card_input, calib, jd)
+    eval_in, eval_out = _keras_reference(job, model, sample_shapes, card_input, calib, jd)
+    stream = None
+    if plan is not None and any(r["route"] == "stream" for r in routes.values()):
+        from converters import stream_job
+
+        stream = stream_job.prepare(model, plan, calib, eval_in, eval_out[0])
     for mode in job["modes"]:
         (jd / "current").write_text(mode)
         _maybe_crash(mode)
         try:
-            info = convert_one(tf, model, mode, job, calib, custom)
+            if routes.get(mode, {}).get("route") == "stream":
+                info = stream_job.convert(tf, stream, mode, job, lambda m, md, c: _convert_stream(tf, m, md, job, c))
+            else:
+                info = convert_one(tf, model, mode, job, calib, custom, routes.get(mode, {}).get("route"))
         except ConversionError as e:  # other modes may still work
             info = {"error": str(e)}
+        if mode == "int8" and calib is not None and "error" not in info:
+            info["coarse_inputs"] = data.coarse_inputs(calib, _input_names(model))
         (jd / f"{mode}.json").write_text(json.dumps(info))
 
 
-def _keras_reference(job: dict[str, Any], model: Any, shapes: list[tuple], card_input: dict, calib: list[np.ndarray] | None, jd: Path) -> None:
-    """Eval inputs and the Keras outputs on them, for the parent's accuracy report."""
+def _input_names(model: Any) -> list[str]:
+    """The model's input names (a SavedModel's signature keys), for messages."""
+    keys = getattr(model, "input_keys", None) or [getattr(t, "name", None) for t in getattr(model, "inputs", [])]
+    return [k or f"input {i}" for i, k in enumerate(keys)]
+
+
+def _routes(model: Any, job: dict[str, Any], recurrent: list[str]) -> tuple[dict[str, dict[str, str]], Any]:
+    """The recurrent route per mode (see :mod:`converters.recurrent`), said once on stderr when inferred."""
+    from converters import recurrent as rec
+
+    if not recurrent:
+        return {}, None
+    requested = job.get("route") or "auto"
+    plan, why_not = rec.plan(model, int(job.get("stream_steps") or rec.DEFAULT_STREAM_STEPS))
+    steps = rec.sequence_steps(model)
+    routes = {}
+    for mode in job["modes"]:
+        route, why = rec.choose_route(requested, mode, job.get("target", "cpu"), steps, plan)
+        routes[mode] = {"route": route, "why": why if route != "loop" or plan is not None else f"{why} ({why_not})"}
+    if requested == "stream" and plan is None:
+        print(f"edgesdk: route stream: not possible ({why_not}); using the automatic choice", file=sys.stderr, flush=True)
+    if requested == "auto":
+        said = "; ".join(f"{m}: {r['route']}" for m, r in routes.items())
+        first = next(iter(routes.values()))["why"]
+        print(f"edgesdk: recurrent layers {recurrent}: route {said} ({first}); override with route= (CLI --route stream|loop|unroll)",
+              file=sys.stderr, flush=True)
+    return routes, plan
+
+
+def _keras_reference(job: dict[str, Any], model: Any, shapes: list[tuple], card_input: dict, calib: list[np.ndarray] | None,
+                     jd: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Eval inputs and the Keras outputs on them (also saved for the parent's accuracy report)."""
     from converters import data, keras_model
 
     if job.get("eval") is not None:
@@ -102,6 +167,12 @@ def _keras_reference(job: dict[str, Any], model: Any, shapes: list[tuple], card_
     outs = keras_model.predict(model, arrays)
     np.savez(jd / "eval.npz", **{f"in{i}": a for i, a in enumerate(arrays)}, **{f"out{i}": o for i, o in enumerate(outs)})
     (jd / "eval.json").write_text(json.dumps({"source": desc, "count": len(arrays[0])}))
+    return arrays, outs
+
+
+def _maybe_sleep() -> None:
+    if os.environ.get(SLEEP_ENV) and "PYTEST_CURRENT_TEST" in os.environ:
+        time.sleep(float(os.environ[SLEEP_ENV]))
 
 
 def _maybe_crash(mode: str) -> None:
@@ -109,35 +180,56 @@ def _maybe_crash(mode: str) -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
-def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None, custom: dict) -> dict[str, Any]:
-    """Convert ``model`` in ``mode``; writes ``<mode>.tflite`` in the job folder."""
+def convert_one(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None, custom: dict,
+                route: str | None = None) -> dict[str, Any]:
+    """Convert ``model`` in ``mode`` (``route``: ``loop`` or ``unroll`` for recurrent models); writes ``<mode>.tflite``."""
     from converters import keras_model
-    from sdk.errors import ConversionError
 
-    unroll = job.get("unroll")
-    if unroll is None:  # unrolling is needed where quantization or the Edge TPU would meet a WHILE loop
-        unroll = mode in ("int8", "int16x8") or job.get("target") == "edgetpu"
-    built, notes = keras_model.rebuild(model, unroll=bool(unroll), custom_objects=custom)
+    unroll = route == "unroll"
+    built, notes = keras_model.rebuild(model, unroll=unroll, custom_objects=custom, trust=bool(job.get("trust")))
     t0 = time.perf_counter()
-    try:
-        if mode == "int8" and job.get("float_layers"):
-            data, path_used = _selective_int8(tf, built, job, calib or []), "from_keras_model, selective (QuantizationDebugger)"
-        else:
-            data, path_used = _convert_with_fallback(tf, built, mode, job, calib)
-    except ConversionError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the converter raises many kinds
-        raise ConversionError(f"{mode}: the TFLite converter failed: {type(e).__name__}: {_first_error(str(e))}") from e
+    data, path_used = _convert_or_fail(tf, built, mode, job, calib, "", selective=mode == "int8" and bool(job.get("float_layers")))
     if calib:
         data = default_input_shapes(data, calib)
     out = Path(job["dir"]) / f"{mode}.tflite"
     out.write_bytes(data)
-    info = {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "unrolled": any(n.startswith("unrolled recurrent") for n in notes)}
+    info = {"notes": notes, "path": path_used, "seconds": round(time.perf_counter() - t0, 2), "route": route,
+            "unrolled": any(n.startswith("unrolled recurrent") for n in notes)}
     if job.get("debug_quant") and mode == "int8":
-        from sdk.tflite_file import TFLiteFile
 
-        info["debug_quant"] = worst_layers(tf, built, calib or [], known={t.name for t in TFLiteFile(data).main.tensors})
+        info["debug_quant"] = worst_layers(tf, built, calib or [], data)
     return info
+
+
+def _convert_stream(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None) -> tuple[bytes, str, dict[str, Any]]:
+    """The stream route's converter call: ``(tflite, path, extra info)``, with ``float_layers`` and ``debug_quant`` as on the other routes."""
+    selective = mode == "int8" and bool(job.get("float_layers"))
+    data, path = _convert_or_fail(tf, model, mode, job, calib, "the step model", selective=selective)
+    extra = {}
+    if job.get("debug_quant") and mode == "int8":
+
+        extra["debug_quant"] = worst_layers(tf, model, calib or [], data)
+    return data, path, extra
+
+
+def _convert_or_fail(tf: Any, model: Any, mode: str, job: dict[str, Any], calib: list[np.ndarray] | None, what: str,
+                     selective: bool = False) -> tuple[bytes, str]:
+    """Convert ``model`` (``what`` names it in the error, e.g. "the step model"); any converter failure becomes one line.
+
+    Raises:
+        ConversionError: ``<mode>: the TFLite converter failed[ on <what>]: <first MLIR error>``.
+    """
+    from sdk.errors import ConversionError
+
+    try:
+        if selective:
+            return _selective_int8(tf, model, job, calib or []), "from_keras_model, selective (QuantizationDebugger)"
+        return _convert_with_fallback(tf, model, mode, job, calib)
+    except ConversionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the converter raises many kinds
+        on = f" on {what}" if what else ""
+        raise ConversionError(f"{mode}: the TFLite converter failed{on}: {_first_error(str(e)) or repr(e)[:300]}") from e
 
 
 def _selective_int8(tf: Any, model: Any, job: dict[str, Any], calib: list[np.ndarray]) -> bytes:
@@ -154,14 +246,15 @@ def _selective_int8(tf: Any, model: Any, job: dict[str, Any], calib: list[np.nda
     names = list(job["float_layers"])
     print(f"edgesdk: int8: keeping {len(names)} layer(s) in float", file=sys.stderr, flush=True)
     conv = configure(tf, tf.lite.TFLiteConverter.from_keras_model(model), "int8", job, calib)
-    known = {t.name for t in TFLiteFile(conv.convert()).main.tensors}
+    plain = conv.convert()
+    known = {t.name for t in TFLiteFile(plain).main.tensors}
     unknown = [n for n in names if n not in known]
     if unknown:
         hints = {n: difflib.get_close_matches(n, known, n=1) for n in unknown}
         said = ", ".join(f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in hints.items())
         raise ConversionError(f"int8: --float-layers: no tensor named {said}; use the names `--debug-quant` lists")
     opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names, fully_quantize=job.get("io") != "float")
-    dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_representative([a[:20] for a in calib]), debug_options=opts)
+    dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_debug_dataset(calib, plain), debug_options=opts)
     return dbg.get_nondebug_quantized_model()
 
 
@@ -176,20 +269,23 @@ def _first_error(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:300]
 
 
-def worst_layers(tf: Any, model: Any, calib: list[np.ndarray], known: set[str], top: int = 10) -> list[dict[str, Any]]:
+def worst_layers(tf: Any, model: Any, calib: list[np.ndarray], int8: bytes, top: int = 10) -> list[dict[str, Any]]:
     """Per-layer quantization error (TF's QuantizationDebugger), worst first.
 
     Ranked by RMSE over the tensor's quantization scale (how many int8 steps the error is),
     the measure TF's debugger guide uses. The debugger's instrumented model names each tensor
-    ``NumericVerify/<name><digit>:<index>``; the names reported are the int8 model's own
-    (``known``), which ``--float-layers`` accepts.
+    ``NumericVerify/<name><digit>:<index>``; the names reported are those of the tensors of
+    ``int8`` (the converted model), which ``--float-layers`` accepts.
     """
+    from sdk.tflite_file import TFLiteFile
+
+    known = {t.name for t in TFLiteFile(int8).main.tensors}
     print("edgesdk: debug-quant: comparing every layer's float and int8 outputs", file=sys.stderr, flush=True)
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = _representative(calib)
     opts = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"scale": lambda f, q, s, zp: s})
-    dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_representative([a[:20] for a in calib]), debug_options=opts)
+    dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=_debug_dataset(calib, int8), debug_options=opts)
     dbg.run()
     rows = []
     for name, m in dbg.layer_statistics.items():
@@ -232,8 +328,8 @@ def _convert_with_fallback(tf: Any, model: Any, mode: str, job: dict[str, Any], 
     try:
         return _run(tf, lambda: configure(tf, tf.lite.TFLiteConverter.from_keras_model(model), mode, job, calib), mode), "from_keras_model"
     except Exception as first:  # noqa: BLE001 - retry through a SavedModel export
-        print(f"edgesdk: {mode}: from_keras_model failed ({type(first).__name__}); retrying through model.export", file=sys.stderr, flush=True)
-        with tempfile.TemporaryDirectory(prefix="edgesdk-sm-") as d:
+        print(f"edgesdk: {mode}: from_keras_model failed ({_first_error(str(first))}); retrying through model.export", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="edgesdk-sm-", dir=job.get("dir")) as d:
             model.export(d, format="tf_saved_model", verbose=False)
             return _run(tf, lambda: configure(tf, tf.lite.TFLiteConverter.from_saved_model(d), mode, job, calib), mode), "model.export + from_saved_model"
 
@@ -274,15 +370,42 @@ def configure(tf: Any, conv: Any, mode: str, job: dict[str, Any], calib: list[np
     return conv
 
 
+def _debug_dataset(calib: list[np.ndarray], converted: bytes, n: int = 20) -> Any:
+    """The first ``n`` samples for TF's QuantizationDebugger, as lists in ``converted``'s input order.
+
+    The debugger feeds lists by position, unlike the representative dataset; a step model's
+    samples carry input ``names``, and its converted inputs are ``serving_default_<name>:0``
+    in an order of the converter's choosing.
+    """
+    from sdk.tflite_file import TFLiteFile
+
+    arrays = [a[:n] for a in calib]
+    names = getattr(calib, "names", None)
+    if names:
+        stored = [re.sub(r"^serving_default_|:\d+$", "", t.name) for t in TFLiteFile(converted).inputs]
+        if sorted(stored) == sorted(names):
+            arrays = [arrays[names.index(k)] for k in stored]
+
+    def gen() -> Any:
+        for i in range(len(arrays[0]) if arrays else 0):
+            yield [a[i : i + 1] for a in arrays]
+
+    return gen
+
+
 def _representative(calib: list[np.ndarray]) -> Any:
+    """Samples one at a time; as ``{input name: array}`` when ``calib`` carries ``names`` (the order of a
+    multi-input model's tensors in the converted file is not the Keras order)."""
     n = len(calib[0]) if calib else 0
+    names = getattr(calib, "names", None)
 
     def gen() -> Any:
         step = max(10, n // 5)
         for i in range(n):
             if (i + 1) % step == 0 or i + 1 == n:
                 print(f"edgesdk: calibrating {i + 1}/{n}", file=sys.stderr, flush=True)
-            yield [a[i : i + 1] for a in calib]
+            sample = [a[i : i + 1] for a in calib]
+            yield dict(zip(names, sample)) if names else sample
 
     return gen
 

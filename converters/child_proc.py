@@ -21,6 +21,7 @@ from typing import Any
 from sdk import errors
 from sdk.errors import ConversionError
 
+PARENT_ENV = "EDGESDK_CONVERT_PARENT"
 _ERRORS = {"ConfigError": errors.ConfigError, "ModelFormatError": errors.ModelFormatError, "ConversionError": errors.ConversionError}
 
 
@@ -48,12 +49,16 @@ def run_child(job_dir: Path, job: dict[str, Any], show_progress: bool) -> tuple[
     """Start the child on ``job``; forward its ``edgesdk:`` lines to stderr; return (returncode, other stderr tail)."""
     (job_dir / "job.json").write_text(json.dumps(job))
     tail: collections.deque[str] = collections.deque(maxlen=60)
+    tmp = job_dir / "tmp"
+    tmp.mkdir(exist_ok=True)
+    # TensorFlow's own temporary files land in the run's folder too, so they go when it goes
+    env = {**child_env(), "TMPDIR": str(tmp), "TEMP": str(tmp), "TMP": str(tmp), PARENT_ENV: str(os.getpid())}
     proc = subprocess.Popen(
         [sys.executable, "-m", "converters._child", str(job_dir)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=child_env(),
+        env=env,
         text=True,
         errors="replace",
     )
@@ -129,12 +134,13 @@ def crash_message(mode: str, rc: int, model: dict[str, Any], job: dict[str, Any]
     """One line: which mode crashed, the likely cause, and what would work."""
     how = describe_exit(rc)
     recurrent = model.get("recurrent") or []
+    route = ((model.get("routes") or {}).get(mode) or {}).get("route")
     if rc in (-signal.SIGKILL, 137):
         cause = "probably out of memory"
         fix = "close other programs, pass fewer calibration samples, or use mode dynamic"
-    elif recurrent and mode in ("int8", "int16x8") and job.get("unroll") is False:
+    elif recurrent and mode in ("int8", "int16x8") and route == "loop":
         cause = f"recurrent layers {recurrent} convert to a WHILE loop, which the converter cannot {mode}-quantize"
-        fix = "use unroll (leave unroll=None / drop --no-unroll), or mode dynamic or fp16"
+        fix = "use route stream or unroll (CLI --route; drop --no-unroll), or mode dynamic or fp16"
     elif recurrent:
         cause = f"the converter crashed on the recurrent layers {recurrent}"
         fix = "try mode dynamic or fp16"

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,21 +109,12 @@ def check_output(path: Path) -> None:
 
 
 def check_model_path(p: Path) -> None:
-    """Raise ModelFormatError unless ``p`` looks like a .keras/.h5 file or a SavedModel folder."""
-    if not p.exists():
-        raise ModelFormatError(f"{p}: no such file or folder; expected a .keras/.h5 file or a SavedModel folder")
-    if p.is_dir():
-        if not (p / "saved_model.pb").exists():
-            raise ModelFormatError(f"{p}: folder without saved_model.pb; expected a SavedModel folder (model.export(path)) or a .keras file")
-        return
-    head = p.read_bytes()[:8]
-    if p.suffix == ".dat":  # a dlib DNN (converters.dlib reads it, and says which layers it cannot)
-        return
-    if p.suffix == ".keras" and head[:2] == b"PK":
-        return
-    if p.suffix in (".h5", ".hdf5") and head == b"\x89HDF\r\n\x1a\n":
-        return
-    raise ModelFormatError(f"{p}: not a Keras model; expected a .keras file (model.save('m.keras')), an .h5 file, a SavedModel folder or a dlib .dat network")
+    """Raise ModelFormatError unless ``p`` is a readable .keras/.h5/.dat file or a SavedModel folder."""
+    from converters.files import check_model_path as check
+    from converters.import_graph import graph_model  # TF.js model.json / frozen .pb: converters.import_graph reads them
+
+    if graph_model(p) is None:
+        check(p)
 
 
 def sha256(path: Path) -> str:
@@ -161,7 +151,7 @@ def _source(model: Any, work: Path, custom_objects: dict[str, Any] | None) -> tu
     try:
         model.save(p)
     except (NotImplementedError, TypeError, ValueError) as e:
-        raise ModelFormatError(f"model {model.name!r}: cannot be saved as .keras ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+        raise ModelFormatError(f"model {model.name!r}: cannot be saved as .keras ({str(e).splitlines()[0][:160] if str(e) else 'no reason given'}); "
                                "implement get_config() in custom layers/models") from e
     return p, True, specs
 
@@ -198,6 +188,9 @@ def convert(
     custom_objects: dict[str, Any] | None = None,
     debug_quant: bool = False,
     float_layers: Sequence[str] = (),
+    route: str = "auto",
+    stream_steps: int | None = None,
+    trust_model_code: bool = False,
 ) -> ConvertResult:
     """Convert ``model`` to a ``.tflite`` file with an embedded model card and an accuracy report.
 
@@ -212,17 +205,21 @@ def convert(
         target: ``cpu``, ``edgetpu`` (also runs readiness and ``edgetpu_compiler``) or ``gpu``.
         io: I/O tensor type: int8 (default for int8), uint8 or float; int16 or float for int16x8.
         progress: Progress lines on stderr.
-        unroll: Unroll recurrent layers (default: when the mode or target needs it).
-        custom_objects: Custom layer classes (must live in importable modules).
+        unroll: ``True``/``False`` force the ``unroll``/``loop`` route (older spelling of ``route``).
+        custom_objects: Custom layer classes and functions (must live in importable modules).
         debug_quant: int8 only: add the layers with the largest quantization error to the report.
         float_layers: int8 only: tensor names (as ``debug_quant`` lists them) whose ops stay float.
+        route: Recurrent models: ``auto``, ``stream`` (a step model with the state as tensors),
+            ``loop`` (one WHILE loop) or ``unroll`` (see :mod:`converters.recurrent`).
+        stream_steps: Output steps per invoke of a streaming step model (default 4).
+        trust_model_code: Allow code stored in the model file (Lambda layers) to load and run.
 
     Raises:
         ConfigError, ModelFormatError, ConversionError: One-line messages.
     """
     results = convert_modes(model, [mode], output=output, calibration=calibration, eval_data=eval_data, card=card, target=target,
                             io=io, progress=progress, unroll=unroll, custom_objects=custom_objects, debug_quant=debug_quant,
-                            float_layers=float_layers)
+                            float_layers=float_layers, route=route, stream_steps=stream_steps, trust_model_code=trust_model_code)
     res = results[mode]
     if isinstance(res, str):
         raise ConversionError(res)
@@ -246,14 +243,26 @@ def convert_modes(
     custom_specs: Sequence[str] = (),
     debug_quant: bool = False,
     float_layers: Sequence[str] = (),
+    route: str = "auto",
+    stream_steps: int | None = None,
+    trust_model_code: bool = False,
 ) -> dict[str, ConvertResult | str]:
     """Convert ``model`` in several modes with one child process (one TensorFlow start).
 
     ``output`` is a file for one mode, a folder for several. A mode that fails maps to its
     one-line error message instead of a result. ``latency_runs`` > 0 adds ``latency_p50_ms``.
-    ``custom_specs`` names custom layer classes as ``module:Class`` (the CLI's ``--custom-objects``).
+    ``custom_specs`` names custom objects as ``FILE.py`` or ``module:Name`` (the CLI's
+    ``--custom-objects``). Other arguments as in :func:`convert`.
     """
-    from converters import child_proc
+    from converters import child_proc, workdir
+    from converters.recurrent import ROUTES
+
+    if route not in ROUTES:
+        raise ConfigError(f"route {route!r} is not supported; choose one of {', '.join(ROUTES)}")
+    if stream_steps is not None and stream_steps < 1:
+        raise ConfigError(f"stream_steps must be >= 1, got {stream_steps}")
+    if unroll is not None:
+        route = "unroll" if unroll else "loop"
 
     modes = list(modes)
     for m in modes:
@@ -267,15 +276,20 @@ def convert_modes(
         net = read_dat(dat)
         card = card or dlib_card(net)
         model = load_dlib_as_keras(net)
-    with tempfile.TemporaryDirectory(prefix="edgesdk-convert-") as tmp:
-        work = Path(tmp)
+    from converters.import_graph import graph_model, import_graph
+
+    graph = graph_model(model)  # TF.js model.json / frozen .pb (a GraphModel for --inputs/--outputs): imported to a SavedModel
+    with workdir.run_folder() as work:
+        if graph is not None:
+            model, card = import_graph(graph, work, card, progress)
         src, in_memory, specs = _source(model, work, custom_objects)
-        origin = dat or (None if in_memory else src)  # names the outputs and is hashed into the card
+        origin = dat or (graph.path if graph is not None else None) or (None if in_memory else src)  # names the outputs and is hashed into the card
         outputs = _outputs(origin, modes, output)
         for p in outputs.values():
             check_output(p)
         job = {
-            "model": str(src), "modes": modes, "io": io, "target": target, "unroll": unroll, "dir": str(work),
+            "model": str(src), "modes": modes, "io": io, "target": target, "route": route, "stream_steps": stream_steps, "dir": str(work),
+            "trust": bool(trust_model_code or in_memory),  # an in-memory model's code already runs in this process
             "calibration": _stage_data(calibration, work, "calibration"), "eval": _stage_data(eval_data, work, "eval"),
             "card_input": (card.input if card else {}), "custom_objects": sorted(set(specs) | set(custom_specs)),
             "optional_custom_objects": _custom_specs(model) if in_memory else [],
@@ -287,11 +301,18 @@ def convert_modes(
                 info["source"] = "array"  # not the temporary .npz it was passed through
         if child.calibration and child.calibration["count"] < RECOMMENDED_CALIBRATION:
             log.warning("calibration: only %d samples; %d+ like the real inputs are recommended", child.calibration["count"], RECOMMENDED_CALIBRATION)
+        if card is None:
+            from converters.course import guess_card
+
+            card = guess_card(child.model.get("inputs") or [])
         ctx = {"src": origin or src, "in_memory": origin is None, "card": card, "child": child, "work": work, "target": target, "progress": progress, "latency_runs": latency_runs,
                "float_layers": list(float_layers)}
         out: dict[str, ConvertResult | str] = {}
         for m in modes:
-            out[m] = child.failed[m] if m in child.failed else _finish(m, outputs[m], ctx)
+            try:
+                out[m] = child.failed[m] if m in child.failed else _finish(m, outputs[m], ctx)
+            except ConversionError as e:  # this mode's model is unusable; the other modes may be fine
+                out[m] = str(e)
     return out
 
 
@@ -317,7 +338,11 @@ def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
     f = TFLiteFile(data, str(out_path))
     rep: dict[str, Any] = {"mode": mode, "size_bytes": len(data), **rpt.quantization_facts(f)}
     info = child.done[mode]
-    notes = list(info.get("notes", []))
+    notes = [*child.model.get("load_notes", []), *info.get("notes", [])]
+    route = (child.model.get("routes") or {}).get(mode)
+    if route:
+        rep["route"] = {**route, "route": info.get("route") or route["route"]}
+        notes.insert(0, f"recurrent route: {rep['route']['route']} ({route['why']})")
     if info.get("unrolled"):
         notes.append("unrolling copies the recurrent cell per time step, so this model can be larger than the fp32 WHILE-loop one")
     if mode == "int8" and ctx["float_layers"]:
@@ -330,8 +355,14 @@ def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
     with np.load(work / "eval.npz") as z:
         ins = [z[f"in{i}"] for i in range(sum(k.startswith("in") for k in z.files))]
         kouts = [z[f"out{i}"] for i in range(sum(k.startswith("out") for k in z.files))]
-    touts, names, runner = rpt.run_tflite(data, ins, ctx["progress"])
+    try:
+        touts, names, runner = rpt.run_tflite(data, ins, ctx["progress"], info.get("stream"))
+    except ModelFormatError as e:  # e.g. int16x8 kernels refusing a scale ratio the converter wrote (random weights)
+        detail = str(e).split("cannot load this model: ", 1)[-1]
+        raise ConversionError(f"{mode}: the converter wrote a model the TFLite interpreter refuses ({detail}); nothing was written; "
+                              "try another mode") from e
     rep["accuracy"] = {**(child.eval or {}), "outputs": rpt.compare(kouts, touts, names)}
+    notes += rpt.coarse_input_notes(info.get("coarse_inputs") or [], rep["accuracy"]["outputs"])
     if ctx["latency_runs"]:
         rep["latency_p50_ms"] = rpt.latency_p50(runner, ins, ctx["latency_runs"])
     rep["notes"] = notes
@@ -343,10 +374,11 @@ def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
     atomic_write(out_path, final)
     path = out_path
     if ctx["target"] == "edgetpu":
-        from converters import edgetpu
+        from converters.edgetpu import compile_model
+        from sdk.edgetpu_readiness import readiness
 
-        rep["edgetpu"] = edgetpu.readiness(TFLiteFile(final, str(out_path))).to_json()
-        compiled, compile_info = edgetpu.compile_model(out_path)
+        rep["edgetpu"] = readiness(TFLiteFile(final, str(out_path))).to_json()
+        compiled, compile_info = compile_model(out_path)
         rep["edgetpu"]["compiler"] = compile_info
         path = compiled or out_path
     return ConvertResult(path=path, mode=mode, size_bytes=path.stat().st_size, report=rep, card=card, notes=notes)
@@ -355,10 +387,14 @@ def _finish(mode: str, out_path: Path, ctx: dict[str, Any]) -> ConvertResult:
 def _card(mode: str, ctx: dict[str, Any], rep: dict[str, Any], f: TFLiteFile) -> ModelCard:
     """The caller's card with quantization, metrics and source filled in."""
     base: ModelCard = ctx["card"] or ModelCard()
+    stream = ctx["child"].done[mode].get("stream")
+    if stream:  # the device carries the state between invokes as these tensors
+        base = base.replace(input={**base.input, "stream": stream})
     calib = ctx["child"].calibration if mode in CALIBRATED else None
     quant = {**base.quantization, "mode": mode, "io": rep["input_dtypes"][0] if rep["input_dtypes"] else None,
              "target": ctx["target"], "full_integer": rep["full_integer"],
              "calibration": calib, "unrolled": ctx["child"].done[mode].get("unrolled", False),
+             **({"route": rep["route"]["route"]} if "route" in rep else {}),
              **({"float_layers": ctx["float_layers"]} if mode == "int8" and ctx["float_layers"] else {})}
     acc = rep["accuracy"]
     metrics = {**base.metrics, "vs_keras": {"data": acc.get("source"), "count": acc.get("count"),

@@ -133,46 +133,57 @@ def _read_images(files: list[Path], shape: list[int | None], what: str, card_inp
     if len(shape) != 3 or shape[0] is None or shape[1] is None or shape[2] not in (1, 3):
         raise ConfigError(f"{what}: images need a model input [H, W, 1|3]; the model takes {shape_str(['N', *shape])}; pass a .npy of preprocessed samples")
     h, w, c = int(shape[0]), int(shape[1]), int(shape[2])
+    pre = image_preprocessor(h, w, card_input, what)
     out = np.empty((len(files), h, w, c), dtype=np.float32)
     for i, f in enumerate(files):
         img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE if c == 1 else cv2.IMREAD_COLOR)
         if img is None:
             raise ConfigError(f"{what}: {f}: cannot decode the image")
-        out[i] = preprocess_image(img, h, w, card_input).reshape(h, w, c)
+        out[i] = pre(img)[..., :c]
         if show and (i + 1 == len(files) or (i + 1) % 50 == 0):
             progress(f"{what}: reading images", i + 1, len(files))
     return out
 
 
-def preprocess_image(img: np.ndarray, h: int, w: int, card_input: dict[str, Any]) -> np.ndarray:
-    """Resize (or letterbox) a decoded BGR/gray image and normalise it as the card says.
+IMAGE_KEYS = ("size", "letterbox", "mean", "std", "channel_order")
 
-    Without ``mean``/``std`` in the card, pixels are scaled to [0, 1]. ``mean``/``std``
-    given in 0-255 units (any value > 1) apply to raw pixels, otherwise to [0, 1] pixels.
+
+def image_preprocessor(h: int, w: int, card_input: dict[str, Any], what: str = "calibration") -> Any:
+    """The device's image preprocessing (:class:`sdk.image.Preprocessor`) as ``BGR image -> [h, w, 3] float32``.
+
+    The card's ``size``, ``letterbox`` (default: letterboxed), ``mean``/``std`` (pixel units,
+    default ``0``/``255``) and ``channel_order`` apply exactly as on the device, so calibration
+    and evaluation tensors are the ones the device computes. Gray models (one channel) get the
+    first channel of the grey image replicated to BGR.
+
+    Raises:
+        ConfigError: When the card's ``size`` is not the model input's.
     """
-    import cv2
+    from sdk.image import Preprocessor
 
-    if card_input.get("letterbox"):
-        scale = min(h / img.shape[0], w / img.shape[1])
-        nh, nw = round(img.shape[0] * scale), round(img.shape[1] * scale)
-        resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        canvas = np.full((h, w, *img.shape[2:]), 114, dtype=np.uint8)
-        top, left = (h - nh) // 2, (w - nw) // 2
-        canvas[top : top + nh, left : left + nw] = resized
-        img = canvas
-    else:
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-    if img.ndim == 3 and str(card_input.get("channel_order", "rgb")).lower() == "rgb":
-        img = img[..., ::-1]
-    x = img.astype(np.float32)
-    mean, std = card_input.get("mean"), card_input.get("std")
-    if mean is None and std is None:
-        return x / 255.0
-    m = np.asarray(mean if mean is not None else 0.0, dtype=np.float32)
-    s = np.asarray(std if std is not None else 1.0, dtype=np.float32)
-    if max(float(np.max(np.abs(m))), float(np.max(s))) <= 1.0:
-        x /= 255.0
-    return (x - m) / s
+    spec = {k: v for k, v in card_input.items() if k in IMAGE_KEYS}
+    if "size" in spec and [int(v) for v in spec["size"]] != [w, h]:
+        raise ConfigError(f"{what}: the card's input.size {list(spec['size'])} is not the model input's [{w}, {h}] (width, height); fix the card")
+    std = spec.get("std")
+    if std is not None and float(np.max(np.asarray(std, dtype=np.float32))) <= 1.0:
+        print(f"edgesdk: {what}: card input.std {std} is in pixel units (0-255), as on the device: inputs will span up to "
+              f"{255 / max(float(np.min(np.asarray(std, dtype=np.float32))), 1e-6):.0f}; give mean/std in 0-255 units if that is not meant",
+              file=sys.stderr, flush=True)
+    pre = Preprocessor.from_card_input({**spec, "size": [w, h]})
+
+    def run(img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        return pre(img)[0][0].copy()
+
+    return run
+
+
+def preprocess_image(img: np.ndarray, h: int, w: int, card_input: dict[str, Any]) -> np.ndarray:
+    """One BGR (or grey) image preprocessed as the device does (see :func:`image_preprocessor`)."""
+    return image_preprocessor(h, w, card_input)(img)
 
 
 def _read_wavs(files: list[Path], shape: list[int | None], what: str, card_input: dict[str, Any], show: bool) -> np.ndarray:
@@ -209,3 +220,28 @@ def read_wav(path: Path, rate: int | None = None) -> np.ndarray:
         return read_audio(path, rate)[0]
     except SourceError as e:
         raise ConfigError(str(e)) from e
+
+
+# Above this share of an input's calibration values rounding to the int8 level of 0, one linear scale cannot hold the input.
+COARSE_SHARE = 0.5
+
+
+def coarse_inputs(calib: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[str]:
+    """Inputs whose calibrated int8 range leaves most values at the zero level, one phrase each.
+
+    A full-int8 model gives each tensor one linear scale from the calibrated min/max. An
+    input spanning many orders of magnitude (the course's linear power spectrogram: a median
+    of ~5, peaks of ~1e6) then rounds most of its values to zero. Whether that matters depends
+    on the model (a BatchNormalization fitted to such data scales the small values away), so
+    the converter mentions it only beside a poor accuracy line.
+    """
+    found = []
+    for i, a in enumerate(calib):
+        x = np.asarray(a, np.float32)
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        step = (hi - lo) / 255
+        share = float(np.mean(np.abs(x) < step / 2)) if step > 0 else 0.0
+        if share > COARSE_SHARE:
+            name = names[i] if names and i < len(names) else f"input {i}"
+            found.append(f"{name}: {share:.1%} of the calibration values are below half an int8 step ({step:.3g} over {lo:.3g}..{hi:.3g})")
+    return found

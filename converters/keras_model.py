@@ -9,8 +9,6 @@ batch fixed to 1 and recurrent layers unrolled when the mode needs it.
 from __future__ import annotations
 
 import functools
-import importlib
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,56 +17,6 @@ import numpy as np
 from sdk.errors import ConversionError, ModelFormatError
 
 RECURRENT = ("GRU", "LSTM", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
-_MISSING_CLASS = re.compile(r"[Cc]ould not (?:locate|interpret|deserialize)[^']*'([\w.>]+)'")
-
-
-def import_custom_objects(specs: list[str], optional: list[str] = ()) -> dict[str, Any]:
-    """``["pkg.mod:Name", ...]`` to ``{"Name": class}`` (importing also runs registration decorators).
-
-    ``optional`` specs (guessed from an in-memory model's layers) are skipped when they
-    cannot be imported; loading the model then names the missing layer.
-    """
-    out = {}
-    for spec in [*specs, *optional]:
-        mod, _, name = spec.partition(":")
-        try:
-            obj = getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError) as e:
-            if spec not in specs:
-                continue
-            raise ModelFormatError(f"custom object {spec!r}: cannot import ({e}); give it as module:ClassName from an importable module") from e
-        out[name] = obj
-    return out
-
-
-def load_model(path: str | Path, custom_objects: dict[str, Any]) -> Any:
-    """Load a ``.keras``/``.h5`` file or a SavedModel folder.
-
-    Returns:
-        A ``keras.Model``, or for a SavedModel folder a :class:`SavedModelFn`.
-
-    Raises:
-        ModelFormatError: Unreadable file, or a custom layer that is not registered.
-    """
-    import keras
-
-    p = Path(path)
-    if p.is_dir():
-        return SavedModelFn(p)
-    try:
-        return keras.saving.load_model(p, custom_objects=custom_objects, compile=False, safe_mode=False)
-    except (TypeError, ValueError) as e:
-        m = _MISSING_CLASS.search(str(e))
-        if m:
-            name = m.group(1).split(">")[-1]
-            raise ModelFormatError(
-                f"{p.name}: layer {name!r} is not a built-in Keras layer; decorate its class with "
-                f"@keras.saving.register_keras_serializable() in an importable module and pass "
-                f"custom_objects={{{name!r}: {name}}} to convert() (CLI: --custom-objects your_module:{name})"
-            ) from e
-        raise ModelFormatError(f"{p.name}: cannot load the Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    except OSError as e:
-        raise ModelFormatError(f"{p.name}: cannot read the Keras model ({e})") from e
 
 
 class SavedModelFn:
@@ -173,8 +121,10 @@ def l2_layer() -> type:
     return EdgesdkL2Normalize
 
 
-def rebuild(model: Any, *, unroll: bool, custom_objects: dict[str, Any]) -> tuple[Any, list[str]]:
-    """The same model with batch 1 and (if ``unroll``) unrolled recurrent layers.
+def rebuild(model: Any, *, unroll: bool, custom_objects: dict[str, Any], trust: bool = False) -> tuple[Any, list[str]]:
+    """The same model with batch 1, (if ``unroll``) unrolled recurrent layers, ``TimeDistributed(Dense)`` as one Dense.
+
+    ``trust`` allows Lambda code again (the loaded model already passed the loader's checks).
 
     Returns:
         ``(model, notes)``. Subclassed models cannot be rebuilt from config; they are
@@ -194,7 +144,8 @@ def rebuild(model: Any, *, unroll: bool, custom_objects: dict[str, Any]) -> tupl
     notes: list[str] = []
     changed = _patch(cfg, unroll, notes)
     fused = [n for n in notes if n.startswith("L2:")]
-    notes = [n for n in notes if not n.startswith("L2:")]  # the recurrent layers unrolled
+    merged = [n for n in notes if n.startswith("TD:")]
+    notes = [n for n in notes if not n.startswith(("L2:", "TD:"))]  # the recurrent layers unrolled
     if unroll and notes:
         for shape in input_shapes(model):
             if any(d is None for d in shape[1:]):
@@ -206,11 +157,13 @@ def rebuild(model: Any, *, unroll: bool, custom_objects: dict[str, Any]) -> tupl
         return model, []
     try:
         objects = {**custom_objects, "EdgesdkL2Normalize": l2_layer()}
-        new = keras.saving.deserialize_keras_object(cfg, custom_objects=objects, safe_mode=False)
+        new = keras.saving.deserialize_keras_object(cfg, custom_objects=objects, safe_mode=not trust)
         new.set_weights(model.get_weights())
     except Exception as e:  # noqa: BLE001 - any rebuild failure means "convert as is"
-        return model, [f"could not rebuild with batch 1 ({type(e).__name__}); converting as is"]
+        return model, [f"could not rebuild with batch 1 ({str(e).strip().splitlines()[0][:120] if str(e).strip() else 'no reason given'}); converting as is"]
     out = ["batch fixed to 1"]
+    if merged:
+        out.append("TimeDistributed(Dense) converted as one Dense over every step: " + ", ".join(n[3:] for n in merged))
     if fused:
         out.append("UnitNormalization converted as one L2_NORMALIZATION op (stays integer)")
     if unroll and notes:
@@ -219,9 +172,9 @@ def rebuild(model: Any, *, unroll: bool, custom_objects: dict[str, Any]) -> tupl
 
 
 def _patch(cfg: Any, unroll: bool, notes: list[str]) -> bool:
-    """Fix batch axes to 1, set ``unroll`` on recurrent layers and swap UnitNormalization, in place.
+    """Fix batch axes to 1, set ``unroll`` on recurrent layers, swap UnitNormalization and TimeDistributed(Dense), in place.
 
-    Returns True if anything changed; ``notes`` gets the unrolled layer names and ``L2:<name>``.
+    Returns True if anything changed; ``notes`` gets the unrolled layer names, ``L2:<name>`` and ``TD:<name>``.
     """
     changed = False
     if isinstance(cfg, dict):
@@ -236,6 +189,15 @@ def _patch(cfg: Any, unroll: bool, notes: list[str]) -> bool:
         if cls in RECURRENT and isinstance(inner, dict) and unroll and not inner.get("unroll"):
             inner["unroll"] = True
             notes.append(str(inner.get("name", cls)))
+            changed = True
+        if cls == "TimeDistributed" and isinstance(inner, dict) and isinstance(inner.get("layer"), dict) and inner["layer"].get("class_name") == "Dense":
+            # Dense already maps every step of a [batch, steps, n] tensor: one FULLY_CONNECTED instead of one per step
+            dense = dict(inner["layer"]["config"], name=inner.get("name"))
+            cfg.update(class_name="Dense", module="keras.layers", registered_name=None, config=dense)
+            for node in cfg.get("inbound_nodes") or []:
+                if isinstance(node, dict) and isinstance(node.get("kwargs"), dict):
+                    node["kwargs"].pop("mask", None)  # TimeDistributed's call takes a mask, Dense's does not
+            notes.append(f"TD:{dense['name']}")
             changed = True
         if cls == "UnitNormalization" and isinstance(inner, dict) and inner.get("axis") in (-1, [-1]):
             cfg.update(class_name="EdgesdkL2Normalize", module=None, registered_name="EdgesdkL2Normalize")

@@ -16,11 +16,18 @@ from sdk.console import table
 from sdk.tflite_file import TFLiteFile
 
 
-def run_tflite(data: bytes, inputs: Sequence[np.ndarray], show_progress: bool = True) -> tuple[list[np.ndarray], list[str], Any]:
-    """Outputs of the TFLite model on every sample (batch 1 at a time), output names, and the runner."""
+def run_tflite(data: bytes, inputs: Sequence[np.ndarray], show_progress: bool = True,
+               stream: dict[str, Any] | None = None) -> tuple[list[np.ndarray], list[str], Any]:
+    """Outputs of the TFLite model on every sample (batch 1 at a time), output names, and the runner.
+
+    With ``stream`` (a step model's card section) each sample is a whole sequence, streamed
+    through the step model from a zero state with the state carried by the runtime.
+    """
     from sdk.runner import Runner
 
     runner = Runner(data)
+    if stream is not None:
+        return _run_stream(runner, inputs[0], stream, show_progress)
     n = len(inputs[0])
     outs: list[list[np.ndarray]] = [[] for _ in runner.outputs]
     step = max(1, n // 5)
@@ -31,6 +38,18 @@ def run_tflite(data: bytes, inputs: Sequence[np.ndarray], show_progress: bool = 
         if show_progress and ((i + 1) % step == 0 or i + 1 == n) and n >= 100:
             print(f"edgesdk: eval: TFLite {i + 1}/{n}", file=sys.stderr, flush=True)
     return [np.concatenate(o) for o in outs], runner.output_names, runner
+
+
+def _run_stream(runner: Any, x: np.ndarray, stream: dict[str, Any], show_progress: bool) -> tuple[list[np.ndarray], list[str], Any]:
+    from sdk.runner import StreamState
+
+    state = StreamState(runner, stream)
+    outs = []
+    for i in range(len(x)):
+        outs.append(state.run_sequence(x[i])[0])
+        if show_progress and (i + 1 == len(x) or (i + 1) % max(1, len(x) // 5) == 0):
+            print(f"edgesdk: eval: streaming sequence {i + 1}/{len(x)} through the step model", file=sys.stderr, flush=True)
+    return [np.concatenate(outs)], list(state.outputs), runner
 
 
 def match_outputs(keras_outs: list[np.ndarray], tfl_outs: list[np.ndarray]) -> list[int]:
@@ -69,10 +88,47 @@ def compare(keras_outs: list[np.ndarray], tfl_outs: list[np.ndarray], names: Seq
             "cosine": float(cos.mean()),
             "min_cosine": float(cos.min()),
         }
-        if k.ndim == 2 and k.shape[1] >= 2:  # a classifier's scores or logits
+        if nearly_constant(k):
+            # random weights give the same output for every input: argmax then flips on rounding noise
+            row["nearly_constant"] = True
+        elif k.ndim == 2 and k.shape[1] >= 2:  # a classifier's scores or logits
             row["top1_agreement"] = float(np.mean(np.argmax(k, axis=1) == np.argmax(t, axis=1)))
         rows.append(row)
     return rows
+
+
+def nearly_constant(k: np.ndarray, rel: float = 1e-3) -> bool:
+    """Whether the Keras outputs hardly vary between samples (spread below ``rel`` of their magnitude)."""
+    if len(k) < 2:
+        return False
+    spread = float(np.max(np.max(k, axis=0) - np.min(k, axis=0)))
+    return spread <= rel * max(float(np.max(np.abs(k))), 1e-12)
+
+
+POOR_COSINE = 0.99
+
+
+def coarse_input_notes(coarse: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One note when an int8 output drifts (cosine below :data:`POOR_COSINE`) and inputs lost most values to zero.
+
+    ``coarse`` comes from :func:`converters.data.coarse_inputs` (measured on the calibration
+    data). Measured on the course trigger-word model with a random first BatchNormalization:
+    int8 cosine 0.976 where dynamic reaches 0.9995.
+    """
+    if not coarse or not rows or min(r["cosine"] for r in rows) >= POOR_COSINE:
+        return []
+    return [f"int8 outputs drift (cosine {min(r['cosine'] for r in rows):.3f}) and {'; '.join(coarse)}: they quantize to zero, "
+            "so full int8 cannot keep an input spanning this many orders of magnitude (e.g. a linear power spectrogram); "
+            "mode dynamic or int16x8 keeps them, or log-compress the input in the model and retrain"]
+
+
+NOT_MEANINGFUL = "outputs nearly constant: agreement not meaningful"
+
+
+def _agreement(r: dict[str, Any]) -> str:
+    if r.get("nearly_constant"):
+        return NOT_MEANINGFUL
+    return f"{r['top1_agreement'] * 100:.1f}%" if "top1_agreement" in r else "-"
 
 
 def quantization_facts(f: TFLiteFile) -> dict[str, Any]:
@@ -114,7 +170,7 @@ def format_report(report: dict[str, Any]) -> str:
             "max abs err": f"{r['max_abs_err']:.4g}",
             "mean abs err": f"{r['mean_abs_err']:.4g}",
             "cosine": f"{r['cosine']:.5f}",
-            "top-1 agree": f"{r['top1_agreement'] * 100:.1f}%" if "top1_agreement" in r else "-",
+            "top-1 agree": _agreement(r),
         }
         for r in acc.get("outputs", [])
     ]
@@ -127,6 +183,7 @@ def summary_row(mode: str, report: dict[str, Any] | None, error: str | None = No
         return {"mode": mode, "size KiB": "-", "p50 ms": "-", "max abs err": "-", "cosine": "-", "top-1": "-", "full int": "-", "note": (error or "")[:60]}
     outs = (report.get("accuracy") or {}).get("outputs", [])
     top1 = [o["top1_agreement"] for o in outs if "top1_agreement" in o]
+    constant = any(o.get("nearly_constant") for o in outs)
     lat = report.get("latency_p50_ms")
     return {
         "mode": mode,
@@ -134,10 +191,19 @@ def summary_row(mode: str, report: dict[str, Any] | None, error: str | None = No
         "p50 ms": f"{lat:.3f}" if lat is not None else "-",
         "max abs err": f"{max(o['max_abs_err'] for o in outs):.4g}" if outs else "-",
         "cosine": f"{min(o['cosine'] for o in outs):.5f}" if outs else "-",
-        "top-1": f"{min(top1) * 100:.1f}%" if top1 else "-",
+        "top-1": "n/a (nearly constant)" if constant else f"{min(top1) * 100:.1f}%" if top1 else "-",
         "full int": "yes" if report.get("full_integer") else "no",
-        "note": "WHILE loop" if report.get("while_loop") else "",
+        "note": _route_note(report),
     }
+
+
+def _route_note(report: dict[str, Any]) -> str:
+    route = (report.get("route") or {}).get("route")
+    if route == "stream":
+        return "streaming step model"
+    if route == "unroll":
+        return "unrolled"
+    return "WHILE loop" if report.get("while_loop") else ""
 
 
 def format_modes(rows: Sequence[dict[str, Any]]) -> str:

@@ -17,6 +17,12 @@ Conventions (fixed, documented here because a model is trained against them):
   filterbank of ``n_mels`` bands between ``fmin`` and ``fmax``.
 * ``kind="logmel"``: natural log of ``max(mel_power, log_floor)``.
   ``kind="mfcc"``: the first ``n_mfcc`` coefficients of the orthonormal DCT-II of that.
+
+:class:`CourseSpectrogram` (``kind: course-spectrogram``) is the other family: the linear
+power spectrogram the Deep Learning Specialization's trigger-word assignment feeds its model,
+computed there with matplotlib's ``specgram(data, 200, 8000, noverlap=120)`` on int16 samples.
+It is reimplemented here with NumPy (no matplotlib on the device) and follows the same framing
+convention as :class:`LogMel`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 from sdk.errors import ConfigError
 
 FEATURE_KINDS = ("logmel", "mfcc")
+COURSE_KIND = "course-spectrogram"
 
 
 @dataclass(frozen=True)
@@ -262,3 +269,106 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
         return x.copy()
     r = Resampler(from_rate, to_rate)
     return np.concatenate([r.process(x), r.flush()])
+
+
+@dataclass(frozen=True)
+class CourseParams:
+    """The course's spectrogram parameters; stored in the model card as ``input.features``.
+
+    ``nfft``-sample frames every ``nfft - noverlap`` samples; ``fs`` is the ``Fs`` the course
+    passes to ``specgram`` (it only scales the density); ``pcm_scale`` turns [-1, 1] samples
+    back into the int16 values the course read with ``scipy.io.wavfile``.
+    """
+
+    kind: str = COURSE_KIND
+    sample_rate: int = 44100
+    nfft: int = 200
+    noverlap: int = 120
+    fs: float = 8000.0
+    pcm_scale: float = 32768.0
+
+    def __post_init__(self) -> None:
+        if self.kind != COURSE_KIND:
+            raise ConfigError(f"features.kind: expected {COURSE_KIND!r}, got {self.kind!r}")
+        if self.sample_rate <= 0 or self.fs <= 0 or self.pcm_scale <= 0:
+            raise ConfigError(f"features: sample_rate, fs and pcm_scale must be positive, got {self}")
+        if not 0 <= self.noverlap < self.nfft:
+            raise ConfigError(f"features: need 0 <= noverlap < nfft, got noverlap={self.noverlap} nfft={self.nfft}")
+
+    @property
+    def win_length(self) -> int:
+        return self.nfft
+
+    @property
+    def hop_length(self) -> int:
+        return self.nfft - self.noverlap
+
+    @property
+    def n_features(self) -> int:
+        """Frequency bins per frame (``nfft // 2 + 1``)."""
+        return self.nfft // 2 + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CourseParams:
+        """Build from a card mapping; unknown keys are an error.
+
+        Raises:
+            ConfigError: On unknown keys or invalid values.
+        """
+        from sdk.config import from_dict
+
+        return from_dict(cls, data, "input.features")
+
+
+class CourseSpectrogram:
+    """matplotlib ``specgram``'s default one-sided PSD, frames as rows, in NumPy.
+
+    Per frame: the samples (times ``pcm_scale``) times a symmetric Hann window
+    (``np.hanning``), ``|rfft|**2``, every bin but DC and Nyquist doubled, divided by ``fs``
+    and by the window's energy ``sum(w**2)``. No detrending, no padding (frames as in
+    :class:`LogMel`). Returns ``[frames, nfft // 2 + 1]``, the transpose of ``specgram``'s ``Pxx``.
+    """
+
+    def __init__(self, params: CourseParams | None = None) -> None:
+        self.params = params or CourseParams()
+        p = self.params
+        self.window = np.hanning(p.nfft)
+        doubled = np.full(p.n_features, 2.0)
+        doubled[0] = 1.0
+        if p.nfft % 2 == 0:
+            doubled[-1] = 1.0  # the Nyquist bin exists only for an even nfft
+        self._scale = doubled / (p.fs * float(np.sum(self.window**2)))
+
+    def frames_for(self, n_samples: int) -> int:
+        p = self.params
+        return 0 if n_samples < p.nfft else 1 + (n_samples - p.nfft) // p.hop_length
+
+    def samples_for(self, n_frames: int) -> int:
+        p = self.params
+        return 0 if n_frames <= 0 else p.nfft + (n_frames - 1) * p.hop_length
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        """Spectrogram of mono samples in [-1, 1]: float32 ``[frames, n_features]``."""
+        p = self.params
+        x = np.ascontiguousarray(samples, dtype=np.float64).reshape(-1) * p.pcm_scale
+        n = self.frames_for(x.shape[0])
+        if n == 0:
+            return np.zeros((0, p.n_features), dtype=np.float32)
+        step = x.strides[0]
+        frames = np.lib.stride_tricks.as_strided(x, (n, p.nfft), (p.hop_length * step, step), writeable=False)
+        spec = np.fft.rfft(frames * self.window, n=p.nfft, axis=1)
+        return ((spec.real**2 + spec.imag**2) * self._scale).astype(np.float32)
+
+
+def features_from_dict(data: dict[str, Any]) -> LogMel | CourseSpectrogram:
+    """The feature extractor a card's ``input.features`` names (log-mel/MFCC or the course's spectrogram).
+
+    Raises:
+        ConfigError: On unknown keys or invalid values.
+    """
+    if data.get("kind") == COURSE_KIND:
+        return CourseSpectrogram(CourseParams.from_dict(data))
+    return LogMel(FeatureParams.from_dict(data))

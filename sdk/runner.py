@@ -223,3 +223,63 @@ class Runner:
             "fallback": self.fallback_reason,
             "threads": self.threads,
         }
+
+
+class StreamState:
+    """Carries a streaming step model's recurrent state from one invoke to the next.
+
+    A step model (written by the converter's ``stream`` route) takes a window of frames plus
+    the recurrent state and returns the per-step outputs plus the new state. The card's
+    ``input.stream`` names the tensors: ``input`` (the frames), ``outputs`` (the per-step
+    outputs), ``state`` (pairs of ``input``/``output`` tensor names and their ``shape``),
+    ``frames`` per invoke, ``hop_frames`` between invokes and output ``steps`` per invoke.
+
+    Args:
+        runner: The step model's runner.
+        spec: The ``input.stream`` mapping (default: the runner's card).
+
+    Raises:
+        ModelFormatError: When the card has no stream section or names unknown tensors.
+    """
+
+    def __init__(self, runner: Runner, spec: Mapping[str, Any] | None = None) -> None:
+        from sdk.errors import ModelFormatError
+
+        spec = spec if spec is not None else (runner.card.input.get("stream") if runner.card else None)
+        try:
+            self.frames, self.hop_frames, self.steps = int(spec["frames"]), int(spec["hop_frames"]), int(spec["steps"])
+            self.input = str(spec.get("input", "frames"))
+            self.outputs = [str(n) for n in spec["outputs"]]
+            self.pairs = [(str(s["input"]), str(s["output"]), tuple(int(d) for d in s["shape"])) for s in spec["state"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFormatError(f"{runner.name}: card input.stream needs frames, hop_frames, steps, outputs and state ({e})") from e
+        unknown = [n for n in [self.input, *(i for i, _, _ in self.pairs)] if n not in runner.input_names]
+        unknown += [n for n in [*self.outputs, *(o for _, o, _ in self.pairs)] if n not in runner.output_names]
+        if unknown:
+            raise ModelFormatError(f"{runner.name}: card input.stream names tensors the model lacks: {unknown}; "
+                                   f"inputs {runner.input_names}, outputs {runner.output_names}")
+        self.runner = runner
+        self.stride = self.hop_frames // self.steps
+        self.receptive = self.frames - self.stride * (self.steps - 1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero state: the next invoke starts a new sequence."""
+        self.state = {i: np.zeros(shape, np.float32) for i, _, shape in self.pairs}
+
+    def step(self, frames: np.ndarray) -> list[np.ndarray]:
+        """One invoke on ``frames`` ([frames, features]); returns the per-step outputs, keeps the new state."""
+        out = self.runner.run_named({self.input: np.asarray(frames, np.float32).reshape(1, self.frames, -1), **self.state})
+        self.state = {i: out[o] for i, o, _ in self.pairs}
+        return [out[n] for n in self.outputs]
+
+    def run_sequence(self, x: np.ndarray) -> list[np.ndarray]:
+        """Outputs of a whole sequence ``x`` ([T, features]) from a zero state, as the full model gives them."""
+        n_steps = max(0, (x.shape[0] - self.receptive) // self.stride + 1)
+        n_inv = -(-n_steps // self.steps)
+        need = (n_inv - 1) * self.hop_frames + self.frames
+        if x.shape[0] < need:  # frames past the end only reach steps past the end, which are cut
+            x = np.concatenate([x, np.zeros((need - x.shape[0], *x.shape[1:]), x.dtype)])
+        self.reset()
+        parts = [self.step(x[j * self.hop_frames : j * self.hop_frames + self.frames]) for j in range(n_inv)]
+        return [np.concatenate([p[k] for p in parts], axis=1)[:, :n_steps] for k in range(len(self.outputs))]

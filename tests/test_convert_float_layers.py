@@ -64,3 +64,29 @@ def test_unknown_float_layer_and_conflicts_exit_2(cnn, capsys):
     assert "does not apply to --mode fp16" in capsys.readouterr().err
     code, _ = _convert(cnn, "--float-layers", "x", "--target", "edgetpu")
     assert code == 2 and "split the Edge TPU graph" in capsys.readouterr().err
+
+
+def test_debug_quant_and_float_layers_on_a_streaming_step_model(tmp_path, capsys):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((300, 6))  # 296 recurrent steps: the stream route
+    x = keras.layers.Conv1D(4, 5)(inp)
+    x = keras.layers.GRU(4, return_sequences=True)(x)
+    out = keras.layers.TimeDistributed(keras.layers.Dense(1, activation="sigmoid"))(x)
+    keras.Model(inp, out).save(tmp_path / "s.keras")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((4, 300, 6)).astype(np.float32))
+    out_path = tmp_path / "s.tflite"
+
+    def convert(*extra: str) -> dict:
+        args = ["convert", str(tmp_path / "s.keras"), "--mode", "int8", "--calibration", str(tmp_path / "calib.npy"), "-o", str(out_path)]
+        assert main([*args, "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["report"]
+
+    report = convert("--debug-quant")
+    assert report["route"]["route"] == "stream" and report["debug_quant"]
+    name = report["debug_quant"][0]["tensor"]
+    assert name in {t.name for t in TFLiteFile.from_path(out_path).main.tensors}
+    report = convert("--float-layers", name)
+    assert report["route"]["route"] == "stream"
+    assert {t.name: t.dtype for t in TFLiteFile.from_path(out_path).main.tensors}[name] == "float32"

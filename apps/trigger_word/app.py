@@ -27,6 +27,13 @@ with the same number of values). Model output: a single score (``[1, 1]``) or a 
 sequence (``[1, T, 1]`` or ``[1, T]``, the course architecture); for a sequence the score of an
 inference is the maximum over the steps that cover the newest ``hop_s`` of audio.
 
+With ``features.kind: course-spectrogram`` the features are the Deep Learning Specialization's
+power spectrogram (:class:`sdk.audio.CourseSpectrogram`). A card with ``input.stream`` (a
+streaming step model from ``edgesdk convert``) is run window by window, ``stream.frames`` frames
+every ``stream.hop_frames``, with the recurrent state carried between invokes by
+:class:`sdk.runner.StreamState`; each output step is one score, at the time its last sample
+arrived, fed to the same threshold/smoothing/refractory logic.
+
 Inference happens when the absolute sample count reaches a multiple of the hop (once the
 first full window has arrived), so chunk sizes never change the events. An event's ``time``
 is the stream time of that hop boundary: seconds of audio since the stream began.
@@ -45,10 +52,10 @@ import numpy as np
 
 from apps.registry import APPS
 from sdk import speech_embedding
-from sdk.audio import FeatureParams, LogMel
+from sdk.audio import FeatureParams, features_from_dict
 from sdk.card import ModelCard
 from sdk.errors import ConfigError, ModelFormatError
-from sdk.runner import Runner
+from sdk.runner import Runner, StreamState
 from sdk.types import AudioChunk
 
 log = logging.getLogger("edgesdk.trigger_word")
@@ -205,14 +212,18 @@ class TriggerWordDetector:
             # the front end runs where the head runs (same backend and threads; delegates are the head's own)
             front = Runner(speech_embedding.frontend_bytes(self.runner.file, name), backend=self.runner.backend.name, threads=self.runner.threads)
             self.features: Any = speech_embedding.SpeechEmbedding(front)
-        else:
-            self.features = LogMel(FeatureParams.from_dict(feats))
+        else:  # log-mel/MFCC, or the course's spectrogram (kind: course-spectrogram)
+            self.features = features_from_dict(feats)
         self.params = self.features.params
         self.sample_rate = self.params.sample_rate
         self.window_samples = int(round(window_s * self.sample_rate))
         self.hop_samples = int(round(hop_s * self.sample_rate))
         if self.hop_samples <= 0 or self.window_samples < self.params.win_length:
             raise ModelFormatError(f"{name}: card window_s={window_s} / hop_s={hop_s} too small for the features")
+        self._stream: StreamState | None = None
+        if "stream" in inp:
+            self._read_stream()
+            return
         self.n_frames = self.features.frames_for(self.window_samples)
         spec = self.runner.inputs[0]
         want = self.n_frames * self.params.n_features
@@ -229,6 +240,18 @@ class TriggerWordDetector:
         self._max_batch = self.n_frames // m if self._new_frames else 1
         self._feats = np.zeros((self.n_frames, self.params.n_features), dtype=np.float32)
 
+    def _read_stream(self) -> None:
+        """A streaming step model: windows of ``stream.frames`` frames every ``hop_frames``, state carried by the runtime."""
+        st = self._stream = StreamState(self.runner)
+        fh = self.params.hop_length
+        self.n_frames = st.frames
+        self.window_samples = self.features.samples_for(st.frames)
+        self.hop_samples = st.hop_frames * fh
+        # output step i of an invoke has seen the frames up to i * stride + receptive - 1 of its window
+        self._step_ends = np.array([(i * st.stride + st.receptive - 1) * fh + self.params.win_length for i in range(st.steps)])
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._consumed = 0
+
     @property
     def threshold(self) -> float:
         return self.logic.threshold
@@ -244,6 +267,10 @@ class TriggerWordDetector:
         self._ring.pos = 0
         self._have_feats = False
         self.logic.reset()
+        if getattr(self, "_stream", None) is not None:
+            self._stream.reset()
+            self._pending = np.zeros(0, dtype=np.float32)
+            self._consumed = 0
 
     def _new_features(self, hops: int) -> np.ndarray:
         """Features of the newest ``hops`` hops (``hops * m`` frames), from the ring's window."""
@@ -270,6 +297,9 @@ class TriggerWordDetector:
         hop by hop, whatever the chunk size.
         """
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self._stream is not None:
+            yield from self._stream_steps(x)
+            return
         i, n, hop = 0, x.shape[0], self.hop_samples
         while i < n:
             to_hop = hop - self._total % hop
@@ -295,6 +325,21 @@ class TriggerWordDetector:
                 self._feats[:-m] = self._feats[m:]
                 self._feats[-m:] = new[j * m : (j + 1) * m]
                 yield (self._total - (k - 1 - j) * hop) / self.sample_rate, self.score_features(self._feats)
+
+    def _stream_steps(self, x: np.ndarray) -> Iterator[tuple[float, float]]:
+        """Streaming model: one invoke per full window, one ``(time, score)`` per output step, at the
+        stream time when that step's last sample arrived."""
+        self._pending = np.concatenate([self._pending, x])
+        while self._pending.shape[0] >= self.window_samples:
+            feats = self.features(self._pending[: self.window_samples])
+            seq = np.asarray(self._stream.step(feats)[0], dtype=np.float32).reshape(-1)
+            if self._logit:
+                seq = 0.5 * (1.0 + np.tanh(0.5 * seq))
+            for end, score in zip(self._step_ends, seq):
+                yield (self._consumed + int(end)) / self.sample_rate, float(score)
+            self._pending = self._pending[self.hop_samples :]
+            self._consumed += self.hop_samples
+        self._total = self._consumed + self._pending.shape[0]
 
     def scores(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores (no smoothing, no events) at each hop boundary in ``samples``.
