@@ -83,10 +83,9 @@ def extract_verified(archive, paths):
         by_name = dict((m.name, m) for m in members)
         if "manifest.json" not in by_name:
             raise Failure(EXIT_TAMPERED, "bundle has no manifest.json; build it with `edgesdk deploy bundle`")
-        raw = tar.extractfile(by_name["manifest.json"]).read()
-        manifest = json.loads(raw.decode())
+        raw, manifest = read_manifest(tar, by_name["manifest.json"])
         bid = hashlib.sha256(raw).hexdigest()[:16]
-        expected = manifest.get("files", {})
+        expected = manifest["files"]
         extra = sorted(set(by_name) - set(expected) - {"manifest.json"})
         missing = sorted(set(expected) - set(by_name))
         if extra or missing:
@@ -123,6 +122,25 @@ def _extract_one(tar, m, dest, expected):
     with open(path, "wb") as fh:
         fh.write(data)
     os.chmod(path, 0o755 if m.name.endswith(".sh") else 0o644)
+
+
+def read_manifest(tar, member):
+    """The bytes and the parsed ``manifest.json`` of a bundle: a regular file holding a JSON object with ``files``."""
+    bad = "bundle's manifest.json is %s; rebuild the bundle with `edgesdk deploy bundle`"
+    if not member.isfile():
+        raise Failure(EXIT_TAMPERED, bad % "not a regular file (a link or a folder)")
+    if member.size > 16 << 20:
+        raise Failure(EXIT_TAMPERED, bad % ("%d bytes, too large" % member.size))
+    raw = tar.extractfile(member).read()
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        raise Failure(EXIT_TAMPERED, bad % "not JSON")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise Failure(EXIT_TAMPERED, bad % "not an object with a 'files' mapping")
+    if not all(isinstance(f, dict) and isinstance(f.get("sha256"), str) and isinstance(f.get("size"), int) for f in manifest["files"].values()):
+        raise Failure(EXIT_TAMPERED, bad % "listing a file without its sha256 and size")
+    return raw, manifest
 
 
 def venv_key(manifest, python, site_packages):

@@ -149,3 +149,28 @@ def test_offline_wheels_for_aarch64(project):
     assert any("numpy" in w and "aarch64" in w for w in wheels) and any("ai_edge_litert" in w for w in wheels)
     assert not any("tensorflow" in w.lower() or "x86_64" in w for w in wheels)
     assert res["offline"] and json.loads(files["manifest.json"])["python"] == "3.11"
+
+
+@pytest.mark.parametrize("manifest, why", [
+    (None, "not a regular file"),  # a symlink named manifest.json
+    (b"\x00\xff not json", "not JSON"),
+    (b"[1, 2]", "not an object with a 'files' mapping"),
+    (b'{"app": "detect"}', "not an object with a 'files' mapping"),
+    (b'{"files": {"a.txt": {"sha256": 1}}}', "without its sha256 and size"),
+])
+def test_agent_refuses_a_bad_manifest_in_one_line(tmp_path, capsys, manifest, why):
+    from deploy import agent
+
+    archive = tmp_path / "b.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        if manifest is None:
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = len(manifest)
+            tar.addfile(info, io.BytesIO(manifest))
+    code = agent.main(["install", str(archive), str(tmp_path / "dev")])
+    out = capsys.readouterr()
+    assert code == agent.EXIT_TAMPERED and why in out.out + out.err and "Traceback" not in out.err
+    assert not (tmp_path / "dev" / "bundles").exists() or not any((tmp_path / "dev" / "bundles").iterdir())
