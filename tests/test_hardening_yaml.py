@@ -22,11 +22,24 @@ def laughs(levels: int) -> str:
     return text + "".join(f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, levels))
 
 
-def run_limited(*args: str) -> tuple[int, str, float, int, float]:
+# The child's own high-water mark (VmHWM of its address space after exec), written at exit: the
+# kernel's ru_maxrss would also count the copy of this large test process that fork() made
+CHILD = """import atexit, re, sys
+path = sys.argv[1]
+def hwm():
+    with open('/proc/self/status') as f, open(path, 'w') as out:
+        out.write(re.search(r'VmHWM:\\s+(\\d+)', f.read()).group(1))
+atexit.register(hwm)
+sys.argv = ['edgesdk', *sys.argv[2:]]
+from cli import main
+raise SystemExit(main())
+"""
+
+
+def run_limited(tmp_path: Path, *args: str) -> tuple[int, str, float, int, float]:
     """``edgesdk ARGS`` in a child limited to :data:`MEMORY_LIMIT`: exit code, stderr, CPU seconds, peak RSS (bytes), wall seconds."""
-    # prlimit(1) sets the limit and execs: a preexec_fn would fork a copy of this (large) test process,
-    # and the child's peak RSS would then count the copy
-    cmd = ["prlimit", f"--as={MEMORY_LIMIT}", sys.executable, "-m", "cli", *args]
+    hwm = tmp_path / "hwm"
+    cmd = ["prlimit", f"--as={MEMORY_LIMIT}", sys.executable, "-c", CHILD, str(hwm), *args]
     with open(os.devnull, "wb") as null, subprocess.Popen(cmd, cwd=ROOT, stdout=null, stderr=subprocess.PIPE) as proc:
         t0 = time.perf_counter()
         err = proc.stderr.read()  # small: one line; read before reaping so the pipe never fills
@@ -34,7 +47,7 @@ def run_limited(*args: str) -> tuple[int, str, float, int, float]:
         seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
     # CPU seconds, not wall time: the same on a busy 2-core CI machine (an expanding bomb burns CPU either way)
-    return proc.returncode, err.decode(errors="replace"), usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, seconds
+    return proc.returncode, err.decode(errors="replace"), usage.ru_utime + usage.ru_stime, int(hwm.read_text()) * 1024, seconds
 
 
 @pytest.mark.parametrize("levels", [9, 10])
@@ -42,7 +55,7 @@ def test_alias_bomb_config_is_refused_fast_in_little_memory(tmp_path, levels):
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("app: detect\nsource: '0'\noptions:\n  " + laughs(levels).replace("\n", "\n  ").rstrip() + "\n")
     assert bomb.stat().st_size < 800
-    code, err, seconds, peak, wall = run_limited("run", str(bomb))
+    code, err, seconds, peak, wall = run_limited(tmp_path, "run", str(bomb))
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err[-2000:]
     assert lines[0].startswith("edgesdk: error:") and "anchors and aliases" in lines[0] and len(lines[0]) < 400
