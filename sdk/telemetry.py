@@ -463,7 +463,7 @@ def _mqtt_sink(app: str, metrics: Metrics, m: Any, config_path: Path | None) -> 
         password = os.environ.get(PASSWORD_ENV, "")
     if password and not username:
         raise ConfigError(f"outputs.mqtt.username: a password is set but no user name; set username (or ${USERNAME_ENV})")
-    if password and not tls and not _is_loopback(m.host):
+    if password and not tls and not is_loopback(m.host):
         log.warning("MQTT: the password goes to %s in clear text; set tls: true in outputs.mqtt", m.host)
     if tls and m.port == 1883:
         log.warning("MQTT: tls: true on port 1883, MQTT's plain port; TLS brokers usually listen on 8883")
@@ -474,7 +474,8 @@ def _mqtt_sink(app: str, metrics: Metrics, m: Any, config_path: Path | None) -> 
         raise ConfigError(f"outputs.mqtt.{e}" if e.param == "ca_file" else str(e)) from e
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and 127.0.0.0/8 or ::1 addresses."""
     if host == "localhost":
         return True
     try:

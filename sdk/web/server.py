@@ -12,7 +12,6 @@ The token never appears in logs: :attr:`WebView.url` hides it.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import ConfigError
-from sdk.telemetry import Metrics, is_event
+from sdk.telemetry import Metrics, is_event, is_loopback
 from sdk.web.routes import STATIC_FILES, Handler
 from sdk.web.state import EventLog, FrameSlot
 
@@ -49,14 +48,6 @@ def parse_serve(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and 127.0.0.0/8 or ::1 addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, port: int, token: str | None) -> None:
