@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 from sdk.errors import ModelFormatError
+from sdk.paths import not_special
 
 LFS_HEADER = b"version https://git-lfs.github.com/spec/v1"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -27,8 +28,7 @@ def check_model_path(p: Path) -> None:
         if is_lfs_pointer(p / "saved_model.pb"):
             raise ModelFormatError(f"{p / 'saved_model.pb'}: a Git LFS pointer, not the file itself; run `git lfs pull` in its repository")
         return
-    if not p.is_file():  # opening a FIFO would block forever
-        raise ModelFormatError(f"{p}: not a regular file (a FIFO, socket or device); expected {KINDS}")
+    not_special(p, f"expected {KINDS}", ModelFormatError)
     with open(p, "rb") as fh:
         head = fh.read(len(LFS_HEADER))
     if head.startswith(LFS_HEADER):

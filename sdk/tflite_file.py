@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import ModelFormatError
+from sdk.paths import not_special
 
 FILE_IDENTIFIER = b"TFL3"
 
@@ -145,8 +146,7 @@ class TFLiteFile:
         p = Path(path)
         if p.is_dir():
             raise ModelFormatError(f"{p}: is a directory; expected a .tflite file")
-        if p.exists() and not p.is_file():  # reading a FIFO would block forever
-            raise ModelFormatError(f"{p}: not a regular file (a FIFO, socket or device); expected a .tflite file")
+        not_special(p, "expected a .tflite file", ModelFormatError)
         try:
             data = p.read_bytes()
         except FileNotFoundError as e:

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from sdk.errors import ConfigError, EdgeSDKError
+from sdk.paths import not_special
 
 MAX_BYTES = 1 << 20  # the largest shipped card or registry is a few kB; 1 MiB leaves room for 10k labels
 MAX_DEPTH = 32
@@ -118,8 +119,7 @@ def read_bytes(path: str | Path, what: str = "file", where: str | None = None, m
     """
     p = Path(path)
     where = str(p) if where is None else where
-    if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO would block open() forever
-        raise error(_prefix(where, f"not a regular file (a FIFO, socket or device); give a {what if what.endswith('file') else what + ' file'}"))
+    not_special(p, f"give a {what if what.endswith('file') else what + ' file'}", error, where=where)
     try:
         with open(p, "rb") as fh:
             data = fh.read(max_bytes + 1)

@@ -56,7 +56,7 @@ def read_labels(path: str | Path) -> tuple[list[str | None], bool]:
     Raises:
         ConfigError: (``param="labels_file"``) the file cannot be read or holds no labels.
     """
-    not_special(path, "text file of class names", param="labels_file")
+    not_special(path, "give a text file of class names", param="labels_file")
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as e:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from sdk.audio import Resampler
 from sdk.errors import ConfigError, SourceError
+from sdk.paths import not_special
 from sdk.types import AudioChunk
 
 log = logging.getLogger("edgesdk.audio")
@@ -115,10 +115,8 @@ class WavFileSource:
         if self.chunk < 1:
             raise SourceError(f"{path}: chunk must be >= 1 sample, got {chunk}")
         try:
-            st = self.path.stat()
-            if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block forever
-                raise SourceError(f"{path}: not a regular file (a FIFO, socket or device); give a .wav file")
-            size = st.st_size
+            not_special(self.path, "give a .wav file", SourceError, where=str(path))
+            size = self.path.stat().st_size
             with self.path.open("rb") as f:
                 self.info = _parse_header(f, str(path), size)
         except OSError as e:

@@ -15,6 +15,7 @@ of video for files (index / fps), seconds since the start for live sources, 0 fo
 
 from __future__ import annotations
 
+import functools
 import glob
 import http.client
 import logging
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from sdk.errors import SourceError
+from sdk.paths import not_special
 from sdk.types import Frame
 
 log = logging.getLogger("edgesdk")
@@ -178,6 +180,7 @@ class VideoSource:
         self.close()
 
 
+@functools.cache  # set the log levels once, not per image or frame
 def _cv2():
     from sdk.lazy import require
 
@@ -423,8 +426,7 @@ def open_source(spec: str | int | Path, size: tuple[int, int] | None = None, fps
     path = Path(text)
     if not path.exists():
         raise SourceError(f"{text}: no such file, folder or camera; expected a camera index, /dev/videoN, a file, a folder or a URL")
-    if not path.is_dir() and not path.is_file():  # opening a FIFO would block forever
-        raise SourceError(f"{text}: not a regular file (a FIFO, socket or device); give a video or image file, a folder or /dev/videoN")
+    not_special(path, "give a video or image file, a folder or /dev/videoN", SourceError, where=text)
     if path.is_dir() or path.suffix.lower() in IMAGE_EXTS:
         return ImageSource(path)
     return VideoFileSource(path, realtime)
