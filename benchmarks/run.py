@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("convert_modes", "course_trigger_word", "keras_applications", "detect_decode", "detector_zoo", "detect_coco_default", "trigger_word_eval", "face_pipeline", "face_identify", "web_view")
+ORDER = ("convert_modes", "course_trigger_word", "keras_applications", "detect_decode", "detector_zoo", "detect_coco_default", "trigger_word_eval", "trigger_word_stream", "face_pipeline", "face_identify", "web_view")
 
 
 def main(argv: list[str]) -> int:

@@ -67,7 +67,8 @@ class Runner:
     """Runs one ``.tflite`` model.
 
     Args:
-        model: Path to a ``.tflite`` file, or its bytes.
+        model: Path to a ``.tflite`` file, its bytes, or a parsed :class:`TFLiteFile` (shared, so
+            more interpreters of one model skip parsing it again).
         backend: Backend name to force (``ai_edge_litert``, ``tflite_runtime``, ``tensorflow``).
         delegate: Delegate string (``cpu``, ``edgetpu:usb:0``, ``gpu``, a ``.so`` path).
         threads: CPU threads (default: all cores).
@@ -83,7 +84,7 @@ class Runner:
 
     def __init__(
         self,
-        model: str | Path | bytes,
+        model: str | Path | bytes | TFLiteFile,
         *,
         backend: str | None = None,
         delegate: str | DelegateSpec | None = None,
@@ -91,7 +92,10 @@ class Runner:
         delegate_options: Mapping[str, str] | None = None,
         require_delegate: bool = False,
     ) -> None:
-        self.file = TFLiteFile(model) if isinstance(model, (bytes, bytearray)) else TFLiteFile.from_path(model)
+        if isinstance(model, TFLiteFile):
+            self.file = model
+        else:
+            self.file = TFLiteFile(model) if isinstance(model, (bytes, bytearray)) else TFLiteFile.from_path(model)
         self.name = self.file.name
         self.card: ModelCard | None = read_card(self.file)
         self.backend = find_backend(backend)

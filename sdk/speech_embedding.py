@@ -21,16 +21,20 @@ Embedding ``k`` of a stream reads mel frames ``[8k, 8k + 76)``, i.e. samples
 interface as :class:`sdk.audio.LogMel` (``params.hop_length``, ``params.win_length``,
 ``params.n_features``, ``frames_for``, ``__call__``), so the streaming detector and the
 training windows treat embeddings as frames with a 12512-sample window and a 1280-sample hop.
+Given the stream position of its samples, it keeps the mel frames it computed
+(:class:`MelFrames`), so a stream's every frame is computed once whatever the chunk sizes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sdk.errors import ModelFormatError
+from sdk.runner import Runner
 
 KIND = "speech-embedding"
 FRONTEND_METADATA = "edgesdk.frontend"  # metadata entry of a head model that holds the front end .tflite
@@ -38,9 +42,6 @@ SAMPLE_RATE = 16000
 N_FFT, WIN, HOP, N_MELS = 512, 400, 160, 32
 FMIN, FMAX = 60.0, 3800.0
 MEL_FRAMES, EMB_STRIDE = 76, 8  # mel frames per embedding, mel frames between embeddings
-# consecutive embedding windows share all but one hop: the samples and the mel frames wholly inside them
-REUSE_SAMPLES = (MEL_FRAMES - 1) * HOP + N_FFT - EMB_STRIDE * HOP  # 11232
-REUSE_FRAMES = MEL_FRAMES - EMB_STRIDE  # 68
 
 
 def _slaney_mel(f: np.ndarray) -> np.ndarray:
@@ -88,17 +89,21 @@ class SpeechMel:
         return 0 if n_samples < N_FFT else 1 + (n_samples - N_FFT) // HOP
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
-        n = self.frames_for(x.shape[0])
-        if n == 0:
-            return np.zeros((0, N_MELS), dtype=np.float32)
-        frames = np.lib.stride_tricks.as_strided(x, (n, N_FFT), (HOP * x.strides[0], x.strides[0]), writeable=False)
         # float64 throughout: BLAS and FFT block differently for different frame counts; in float64
         # those differences stay far below float32's resolution, so a frame's value never depends
         # on how many frames were computed with it (chunk sizes cannot change the features)
-        spec = np.fft.rfft(frames * self._window, axis=1)
-        mel = (spec.real**2 + spec.imag**2) @ self._mel
-        return (np.log10(np.maximum(mel, 1e-10)) + 2.0).astype(np.float32)  # 10*log10(p) / 10 + 2
+        x = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(-1), dtype=np.float64)
+        n = self.frames_for(x.shape[0])
+        if n == 0:
+            return np.zeros((0, N_MELS), dtype=np.float32)
+        frames = np.ndarray((n, N_FFT), x.dtype, x, 0, (HOP * x.itemsize, x.itemsize))  # overlapping rows, no copy
+        parts = np.fft.rfft(frames * self._window, axis=1).view(np.float64)  # re, im, re, im...
+        parts *= parts
+        mel = (parts[:, 0::2] + parts[:, 1::2]) @ self._mel  # the power spectrum re^2 + im^2, in mel bands
+        np.maximum(mel, 1e-10, out=mel)
+        np.log10(mel, out=mel)
+        mel += 2.0  # 10*log10(p) / 10 + 2
+        return mel.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,54 @@ class EmbeddingParams:
                 "mel_bands": N_MELS, "mel_frames": MEL_FRAMES, "hop_ms": 1000 * self.hop_length / self.sample_rate}
 
 
+class MelFrames:
+    """A stream's mel frames by stream position, each computed once, as the front end's input values.
+
+    Frame ``f`` of a stream starts at sample ``HOP * f + phase``, ``phase`` being the first
+    call's ``start % HOP``. A call gives the samples ``[start, start + n)`` of the stream and
+    gets their ``frames_for(n)`` frames: those already computed are read back, only the newer
+    ones are computed (from the call's own samples) and kept. Every frame depends on its own
+    samples alone, so any chunking of a stream gives the same frames, bit for bit. Frames are
+    kept encoded (quantized for an int8 front end), so each is also quantized once.
+
+    Positions are the caller's promise: a new stream needs :meth:`reset` first. A call that
+    does not continue the kept frames (a jump, another phase) starts afresh.
+
+    Args:
+        encode: Samples to their encoded frames ``[frames, N_MELS]``.
+        dtype: The dtype ``encode`` returns.
+        capacity: Frames kept before older ones are dropped (grows for longer calls).
+    """
+
+    def __init__(self, encode: Callable[[np.ndarray], np.ndarray], dtype: Any, capacity: int = 1024) -> None:
+        self._encode = encode
+        self._buf = np.zeros((capacity, N_MELS), dtype=dtype)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame: the next call starts a new stream."""
+        self._phase = -1
+        self._first = self._end = 0  # frames [first, end) are the buffer's rows [0, end - first)
+
+    def __call__(self, x: np.ndarray, start: int) -> np.ndarray:
+        """Encoded frames ``[frames_for(len(x)), N_MELS]`` of stream samples ``x = [start, start + len(x))``.
+
+        The result is a view that the next call may overwrite.
+        """
+        n = SpeechMel.frames_for(x.shape[0])
+        f0 = start // HOP  # the number of x's first frame on this stream's frame grid
+        if start % HOP != self._phase or not self._first <= f0 <= self._end:
+            self._phase, self._first, self._end = start % HOP, f0, f0
+        if f0 + n - self._first > self._buf.shape[0]:  # full: keep the frames from f0 on, at the front
+            buf = self._buf if n <= self._buf.shape[0] else np.zeros((2 * n, N_MELS), dtype=self._buf.dtype)
+            buf[: self._end - f0] = self._buf[f0 - self._first : self._end - self._first]
+            self._buf, self._first = buf, f0
+        if f0 + n > self._end:
+            self._buf[self._end - self._first : f0 + n - self._first] = self._encode(x[(self._end - f0) * HOP :])
+            self._end = f0 + n
+        return self._buf[f0 - self._first : f0 + n - self._first]
+
+
 class SpeechEmbedding:
     """Samples to one embedding per 80 ms through the front end model (a :class:`sdk.runner.Runner`).
 
@@ -133,63 +186,77 @@ class SpeechEmbedding:
     """
 
     MAX_BATCH = 512  # embeddings per model call (bounds memory on long files)
+    MAX_SHAPES = 4  # interpreters kept, each allocated for one input length
 
-    def __init__(self, runner: Any) -> None:
+    def __init__(self, runner: Runner) -> None:
         self.runner = runner
         spec = runner.inputs[0]
         if len(spec.shape) != 4 or spec.shape[2] != N_MELS or spec.shape[3] != 1:
             raise ModelFormatError(f"{runner.name}: speech embedding input must be [1, frames, {N_MELS}, 1], got {list(spec.shape)}")
         self.params = EmbeddingParams(n_features=int(runner.outputs[0].shape[-1]))
         self.mel = SpeechMel()
-        # the last call's final REUSE_SAMPLES samples and the REUSE_FRAMES mel frames that lie wholly inside them
-        self._tail = np.full(REUSE_SAMPLES, np.nan, dtype=np.float32)  # NaN never equals: no reuse before a call
-        self._tail_mel = np.zeros((REUSE_FRAMES, N_MELS), dtype=np.float32)
+        self._spec = spec  # its quantization; the length axis changes with each call
+        self._frames = MelFrames(self._encoded_mel, spec.dtype if spec.quantized else np.float32)
+        self._pool = [runner]  # least recently used first
 
     def frames_for(self, n_samples: int) -> int:
         p = self.params
         return 0 if n_samples < p.win_length else 1 + (n_samples - p.win_length) // p.hop_length
 
-    def __call__(self, samples: np.ndarray) -> np.ndarray:
+    def reset(self) -> None:
+        """Forget the stream's mel frames: the next ``start`` begins a new stream."""
+        self._frames.reset()
+
+    def __call__(self, samples: np.ndarray, start: int | None = None, raw: bool = False) -> np.ndarray:
         """``[frames_for(len(samples)), 96]`` embeddings.
 
         The network is convolutional in time and its three time pools stride 8 in all, so one
         call on ``76 + 8 (k - 1)`` mel frames gives ``k`` embeddings, bit-identical to ``k``
         calls on 76 frames each and ~8x cheaper (the windows overlap by 68 frames).
+
+        Args:
+            samples: Float samples in [-1, 1].
+            start: Stream position of ``samples[0]``. Given, mel frames are kept by position
+                (:class:`MelFrames`): a streaming detector's call after ``k`` new hops computes
+                ``8 k`` of its ``76 + 8 (k - 1)`` frames; and each input length keeps its
+                interpreter (:meth:`_runner_for`). One instance serves one stream at a time (as
+                its Runner does); :meth:`reset` starts another.
+            raw: Return the embeddings as the model stores them (int8 for a quantized model).
         """
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        mel = self._mel(x)
+        mel = self._encoded_mel(x) if start is None else self._frames(x, int(start))
         n = self.frames_for(x.shape[0])
-        out = np.empty((n, self.params.n_features), dtype=np.float32)
+        out = np.empty((n, self.params.n_features), dtype=self.runner.outputs[0].dtype if raw else np.float32)
         for s in range(0, n, self.MAX_BATCH):
             k = min(self.MAX_BATCH, n - s)
             block = mel[s * EMB_STRIDE : (s + k - 1) * EMB_STRIDE + MEL_FRAMES]
-            out[s : s + k] = self.runner.run(block[None, :, :, None])[0].reshape(k, -1)
+            runner = self.runner if start is None else self._runner_for(block.shape[0])
+            out[s : s + k] = runner.run(block[None, :, :, None], raw=raw)[0].reshape(k, -1)
         return out
 
-    def _mel(self, x: np.ndarray) -> np.ndarray:
-        """``self.mel(x)``, reusing the previous call's frames when ``x`` continues it.
+    def _encoded_mel(self, x: np.ndarray) -> np.ndarray:
+        """The mel frames of ``x`` as the model's input values (quantized here, so the runner passes them through)."""
+        mel = self.mel(x)
+        return self._spec.quantize(mel) if self._spec.quantized else mel
 
-        A streaming detector calls with the newest ``12512 + 1280 (k - 1)`` samples of its
-        window after ``k`` new hops: the first ``REUSE_SAMPLES`` of them are the previous call's
-        last, and the 68 mel frames inside them were computed then (of 76 + 8 (k - 1)). Every
-        frame depends on its own samples alone, so comparing the samples (a few microseconds)
-        is enough to reuse them: same frames, bit for bit, ~8x less spectrogram per hop.
-        One instance serves one stream at a time (as its Runner does): it is not thread-safe.
+    def _runner_for(self, frames: int) -> Runner:
+        """A runner whose interpreter is allocated for ``frames`` mel frames.
+
+        A resize re-allocates the interpreter's tensors, which costs about half a 76-frame invoke;
+        a stream alternates between a few short lengths (one per number of hops a chunk
+        completes), so each length keeps its own interpreter, up to ``MAX_SHAPES``, and past that
+        the least recently used one is resized. Only a CPU runner is copied: a delegate's device
+        is not. Calls without a stream position (whole recordings, long blocks) resize
+        :attr:`runner` as needed instead, so no large interpreter is kept.
         """
-        if x.shape[0] < self.params.win_length:
-            return self.mel(x)
-        if np.array_equal(x[:REUSE_SAMPLES], self._tail):
-            mel = np.concatenate([self._tail_mel, self.mel(x[REUSE_FRAMES * HOP :])])
+        pool = self._pool
+        i = next((i for i, r in enumerate(pool) if r.inputs[0].shape[1] == frames), None)
+        if i is not None or len(pool) >= self.MAX_SHAPES or self.runner.delegate != "cpu":
+            pool.append(pool.pop(0 if i is None else i))
         else:
-            mel = self.mel(x)
-        # the frames inside x's last REUSE_SAMPLES samples: those starting at a multiple of the embedding hop from the end
-        first, rem = divmod(x.shape[0] - REUSE_SAMPLES, HOP)
-        if rem == 0:  # then mel ends exactly with those REUSE_FRAMES frames
-            self._tail[:] = x[-REUSE_SAMPLES:]
-            self._tail_mel[:] = mel[first:]
-        else:
-            self._tail[:] = np.nan
-        return mel
+            r = self.runner
+            pool.append(Runner(r.file, backend=r.backend.name, threads=r.threads))
+        return pool[-1]
 
 
 def frontend_bytes(model: Any, name: str) -> bytes:

@@ -58,30 +58,94 @@ def test_batched_embeddings_equal_one_window_at_a_time(front, rng):
     assert front(x[: p.win_length - 1]).shape == (0, 96)
 
 
-def test_streaming_calls_reuse_the_previous_calls_mel_frames(rng):
+def _counting(front: E.SpeechEmbedding) -> list[int]:
+    """Makes ``front`` record how many mel frames each of its spectrogram calls computes."""
+    computed: list[int] = []
+    mel = front.mel
+    front.mel = lambda s: computed.append(mel.frames_for(len(s))) or mel(s)
+    return computed
+
+
+def test_stream_positions_compute_each_mel_frame_once(rng):
     x = (0.1 * rng.standard_normal(4 * SR)).astype(np.float32)
     front = E.SpeechEmbedding(Runner(FRONTEND, threads=1))
-    computed = []
-    mel = front.mel
-    front.mel = lambda s: computed.append(mel.frames_for(len(s))) or mel(s)  # counts the frames actually computed
     whole = front(x)
-    p, n0 = front.params, computed[-1]
+    computed = _counting(front)
+    p = front.params
     win, hop = p.win_length, p.hop_length
     # a detector's calls: the whole first window, then the newest window after k new hops
-    front(x[:win + 15 * hop])
     end = win + 15 * hop
+    front(x[:end], start=0)
+    assert computed == [76 + 8 * 15]
     got = []
     for k in (1, 1, 3, 1, 2, 5, 1):
         end += k * hop
         computed.clear()
-        got.append(front(x[end - win - (k - 1) * hop : end]))
-        assert computed == [8 * k]  # not 76 + 8 (k - 1): the other 68 frames were the last call's
+        got.append(front(x[end - win - (k - 1) * hop : end], start=end - win - (k - 1) * hop))
+        assert computed == [8 * k]  # not 76 + 8 (k - 1): the other 68 frames were computed before
     np.testing.assert_array_equal(np.concatenate(got), whole[16 : 16 + 14])
-    assert n0 == mel.frames_for(x.shape[0])
-    # anything else (a jump in the stream, other audio) computes every frame, and gives the same embeddings
+    # a window that lies inside the frames kept computes nothing
     computed.clear()
-    np.testing.assert_array_equal(front(x[hop : hop + win])[0], whole[1])
-    assert computed == [76]
+    np.testing.assert_array_equal(front(x[end - win - hop : end - hop], start=end - win - hop)[0], whole[28])
+    assert computed == []
+
+
+def test_stream_positions_off_the_grid_jumps_and_resets_recompute(rng):
+    x = (0.1 * rng.standard_normal(3 * SR)).astype(np.float32)
+    front = E.SpeechEmbedding(Runner(FRONTEND, threads=1))
+    whole = front(x)
+    computed = _counting(front)
+    win, hop = front.params.win_length, front.params.hop_length
+    front(x[:win], start=0)
+    for start in (hop + 80, 20 * hop, 5 * hop):  # another frame phase, a gap ahead, a jump back
+        computed.clear()
+        out = front(x[start : start + win], start=start)
+        assert computed == [76]
+        if start % hop == 0:
+            np.testing.assert_array_equal(out[0], whole[start // hop])
+    # the same positions after a reset are another stream: nothing is read back
+    other = (0.1 * rng.standard_normal(win)).astype(np.float32)
+    front.reset()
+    computed.clear()
+    np.testing.assert_array_equal(front(other, start=5 * hop), front(other))
+    assert computed == [76, 76]
+
+
+def test_input_lengths_keep_their_interpreters(rng, monkeypatch):
+    """A stream alternating between lengths never re-allocates; past MAX_SHAPES the oldest interpreter is resized."""
+    from sdk.engine import InterpreterEngine
+
+    x = (0.1 * rng.standard_normal(4 * SR)).astype(np.float32)
+    front = E.SpeechEmbedding(Runner(FRONTEND, threads=1))
+    whole = front(x)
+    assert front._pool == [front.runner]  # a call without a stream position keeps no extra interpreter
+    win, hop = front.params.win_length, front.params.hop_length
+    resizes = []
+    resize = InterpreterEngine.resize
+    monkeypatch.setattr(InterpreterEngine, "resize", lambda self, *a: resizes.append(a) or resize(self, *a))
+
+    def newest(k: int) -> np.ndarray:  # the embeddings of the k hops up to the 30th, as a detector asks
+        start = (30 - k) * hop
+        return front(x[start : start + win + (k - 1) * hop], start=start)
+
+    for k in (3, 4):
+        newest(k)
+    resizes.clear()
+    for k in (3, 4, 3, 3, 4, 4, 3):  # 4000-sample chunks complete 3 or 4 hops
+        np.testing.assert_array_equal(newest(k), whole[30 - k : 30])
+    assert resizes == []
+    for k in (1, 2, 5, 6, 3):
+        np.testing.assert_array_equal(newest(k), whole[30 - k : 30])
+        assert len(front._pool) <= front.MAX_SHAPES
+    assert len(resizes) >= 3  # the lengths beyond MAX_SHAPES reuse the least recently used interpreters
+    assert len({id(r.file) for r in front._pool}) == 1  # one parsed model for all
+
+
+def test_raw_embeddings_are_the_stored_integers(front, rng):
+    x = (0.1 * rng.standard_normal(2 * SR)).astype(np.float32)
+    raw = front(x, raw=True)
+    assert raw.dtype == np.int8
+    np.testing.assert_array_equal(front.runner.outputs[0].dequantize(raw), front(x))
 
 
 def test_frontend_shape_is_checked(tmp_path):

@@ -55,7 +55,7 @@ from sdk import speech_embedding
 from sdk.audio import FeatureParams, features_from_dict
 from sdk.card import ModelCard
 from sdk.errors import ConfigError, ModelFormatError
-from sdk.runner import Runner, StreamState
+from sdk.runner import Runner, StreamState, TensorSpec
 from sdk.types import AudioChunk
 
 log = logging.getLogger("edgesdk.trigger_word")
@@ -94,6 +94,19 @@ def card_fields(word: str, params: FeatureParams, window_s: float, hop_s: float,
         "input": {"features": params.to_dict(), "window_s": float(window_s), "hop_s": float(hop_s)},
         "output": {"word": str(word), "threshold": float(threshold), **output},
     }
+
+
+def _passes_through(out: TensorSpec, inp: TensorSpec) -> bool:
+    """Whether every stored value of ``out``, dequantized and quantized for ``inp``, comes back unchanged.
+
+    Then ``out``'s integers can be given to ``inp`` as they are: the same numbers without the
+    float round trip.
+    """
+    if not (out.quantized and inp.quantized and out.dtype == inp.dtype):
+        return False
+    info = np.iinfo(out.dtype)
+    q = np.arange(info.min, info.max + 1).astype(out.dtype)
+    return bool(np.array_equal(inp.quantize(out.dequantize(q)), q))
 
 
 class _Ring:
@@ -199,6 +212,7 @@ class TriggerWordDetector:
             float(refractory_s if refractory_s is not None else out.get("refractory_s", DEFAULT_REFRACTORY_S)),
         )
         self._ring = _Ring(self.window_samples)
+        self._table = self._score_table() if self._stream is None else None  # indexed by stored value - _table_min
         self.reset()
 
     def _read_input(self, card: ModelCard, name: str) -> None:
@@ -214,6 +228,10 @@ class TriggerWordDetector:
             self.features: Any = speech_embedding.SpeechEmbedding(front)
         else:  # log-mel/MFCC, or the course's spectrogram (kind: course-spectrogram)
             self.features = features_from_dict(feats)
+        # the embedding keeps its mel frames by stream position: each is computed once, whatever the chunks
+        self._positional = isinstance(self.features, speech_embedding.SpeechEmbedding)
+        # and its stored integers are the head's input as they are when both tensors share one quantization
+        self._raw = self._positional and _passes_through(self.features.runner.outputs[0], self.runner.inputs[0])
         self.params = self.features.params
         self.sample_rate = self.params.sample_rate
         self.window_samples = int(round(window_s * self.sample_rate))
@@ -238,7 +256,7 @@ class TriggerWordDetector:
         m, rem = divmod(self.hop_samples, self.params.hop_length)
         self._new_frames = m if rem == 0 and 0 < m < self.n_frames else 0
         self._max_batch = self.n_frames // m if self._new_frames else 1
-        self._feats = np.zeros((self.n_frames, self.params.n_features), dtype=np.float32)
+        self._feats = np.zeros((self.n_frames, self.params.n_features), dtype=spec.dtype if self._raw else np.float32)
 
     def _read_stream(self) -> None:
         """A streaming step model: windows of ``stream.frames`` frames every ``hop_frames``, state carried by the runtime."""
@@ -266,20 +284,47 @@ class TriggerWordDetector:
         self._ring.buf[:] = 0.0
         self._ring.pos = 0
         self._have_feats = False
+        if self._positional:
+            self.features.reset()
         self.logic.reset()
         if getattr(self, "_stream", None) is not None:
             self._stream.reset()
             self._pending = np.zeros(0, dtype=np.float32)
             self._consumed = 0
 
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        """Features of the newest samples ``x`` (those up to the stream's current end)."""
+        if self._positional:
+            return self.features(x, start=self._total - x.shape[0], raw=self._raw)
+        return self.features(x)
+
     def _new_features(self, hops: int) -> np.ndarray:
         """Features of the newest ``hops`` hops (``hops * m`` frames), from the ring's window."""
         window, m = self._ring.window(), self._new_frames
-        return self.features(window[(self.n_frames - hops * m) * self.params.hop_length :])
+        return self._features(window[(self.n_frames - hops * m) * self.params.hop_length :])
+
+    def _score_table(self) -> list[float] | None:
+        """The score of every value a single 8-bit output can store, or ``None`` for other outputs.
+
+        Each is computed as a hop's would be (:meth:`_score`), so looking up a hop's stored value
+        gives the same float without the per-hop dequantize and sigmoid.
+        """
+        out = self.runner.outputs[0]
+        if not out.quantized or out.dtype.itemsize != 1 or int(np.prod(out.shape)) != 1:
+            return None
+        info = np.iinfo(out.dtype)
+        self._table_min = info.min
+        return [self._score(out.dequantize(np.full(out.shape, v, out.dtype))) for v in range(info.min, info.max + 1)]
 
     def score_features(self, feats: np.ndarray) -> float:
         """Raw model score of one window's features ``[frames, n_features]``."""
-        out = self.runner.run(feats.reshape(self._input_shape))[0]
+        if self._table is not None:
+            stored = self.runner.run(feats.reshape(self._input_shape), raw=True)[0]
+            return self._table[int(stored.flat[0]) - self._table_min]
+        return self._score(self.runner.run(feats.reshape(self._input_shape))[0])
+
+    def _score(self, out: np.ndarray) -> float:
+        """The raw score of one model output (dequantized)."""
         seq = np.asarray(out, dtype=np.float32).reshape(-1)
         if self._logit:
             seq = 0.5 * (1.0 + np.tanh(0.5 * seq))  # the sigmoid, without overflow for large logits
@@ -316,7 +361,7 @@ class TriggerWordDetector:
             if self._total < self.window_samples:
                 continue
             if not self._have_feats or not self._new_frames:
-                self._feats[:] = self.features(self._ring.window())
+                self._feats[:] = self._features(self._ring.window())
                 self._have_feats = True
                 yield self._total / self.sample_rate, self.score_features(self._feats)
                 continue
