@@ -3,10 +3,10 @@
 # As root: installs what is missing with apt. Otherwise: prints the apt command and goes on.
 set -euo pipefail
 # line 1: the apps (microphone, speech synthesis, Haar cascades) and the delegate test stub (gcc)
-# line 2: trigger-word training: real speech (asterisk, CC-BY-SA), festival voices (training), flite (testing)
+# line 2: trigger-word training: real speech (asterisk, CC-BY-SA), festival voices (training), flite (testing), wamerican (the word list for confusable negatives)
 # line 3: deploy tests: a real MQTT broker and sshd on 127.0.0.1; line 4: web view tests in headless Chromium
 PKGS=(python3-venv libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng opencv-data gcc
-      asterisk-core-sounds-en-wav festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
+      asterisk-core-sounds-en-wav festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite wamerican
       mosquitto mosquitto-clients openssh-server openssh-client
       chromium chromium-driver)
 missing=()

