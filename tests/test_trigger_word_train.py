@@ -280,7 +280,7 @@ def test_windows_are_cached_by_data_options(tmp_path, rng):
         calls.append(1)
         return Windows(rng.standard_normal((50, 4)).astype(np.float32), np.arange(10), np.zeros(10, np.float32))
 
-    cfg = TrainConfig(arch="dscnn", window_s=1.2, hop_s=0.1)
+    cfg = TrainConfig(arch="dscnn", window_s=1.2, hop_s=0.1, work=str(tmp_path))
     a, path = _cached_windows(tmp_path, cfg, "train", make)
     b, again = _cached_windows(tmp_path, replace(cfg, epochs=3, jobs=1), "train", make)  # training options: same windows
     np.testing.assert_array_equal(a.feats, b.feats)

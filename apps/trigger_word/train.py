@@ -122,6 +122,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return report
 
 
+def corpus_config(cfg: TrainConfig) -> Any:
+    """The speech corpus options (:class:`apps.trigger_word.data.CorpusConfig`) of ``cfg``."""
+    from apps.trigger_word import data as D
+    from apps.trigger_word.confusables import check_word
+
+    return D.CorpusConfig(word=check_word(cfg.word), seed=cfg.seed, espeak_train_pos=cfg.train_positives, mixed_variants=cfg.mixed_voices,
+                          kokoro_voices=cfg.kokoro_voices, kokoro_val_voices=cfg.kokoro_voices and D.CorpusConfig.kokoro_val_voices)
+
+
+def _plan_digest(cfg: TrainConfig) -> str:
+    """SHA-256 of every planned voice and utterance: mixed windows follow the speech, whatever changed it (word list, code)."""
+    import hashlib
+
+    from apps.trigger_word import data as D
+
+    cache = Path(cfg.work).expanduser() / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return hashlib.sha256(repr(D.plan(corpus_config(cfg), cache)).encode()).hexdigest()
+
+
 def _inputs(cfg: TrainConfig, quiet: bool = False) -> tuple[Any, list[np.ndarray]]:
     """(the speech corpus with your own recordings added, the background folder's clips): synthesised once, then from ``work``'s cache."""
     from apps.trigger_word import data as D
@@ -131,9 +151,7 @@ def _inputs(cfg: TrainConfig, quiet: bool = False) -> tuple[Any, list[np.ndarray
     word = check_word(cfg.word)
     user = load_backgrounds(cfg.backgrounds)  # bad folders fail here, before minutes of synthesis
     mine = [c for folder, positive in ((cfg.positives, True), (cfg.negatives, False)) if folder for c in D.user_clips(folder, positive, word)]
-    corpus = D.synthesize(D.CorpusConfig(word=word, seed=cfg.seed, espeak_train_pos=cfg.train_positives, mixed_variants=cfg.mixed_voices,
-                                           kokoro_voices=cfg.kokoro_voices, kokoro_val_voices=cfg.kokoro_voices and D.CorpusConfig.kokoro_val_voices),
-                          Path(cfg.work).expanduser() / "cache", progress=not quiet)
+    corpus = D.synthesize(corpus_config(cfg), Path(cfg.work).expanduser() / "cache", progress=not quiet)
     if mine:
         corpus.clips += mine
         if not quiet:
@@ -231,7 +249,7 @@ def _windows_path(work: Path, cfg: TrainConfig, split: str) -> Path:
     keys = ("word", "arch", "seed", "minutes", "train_positives", "mixed_voices", "kokoro_voices", "babble_weights", "copies", "neg_copies", "natural_boost", "window_s", "hop_s", "delay_s", "val_minutes")
     folders = {k: _folder_digest(getattr(cfg, k)) for k in ("positives", "negatives") if getattr(cfg, k)}
     folders["backgrounds"] = _folder_digest(cfg.backgrounds) if cfg.backgrounds else None
-    ident = json.dumps({k: getattr(cfg, k) for k in keys} | folders | {"split": split, "recipe": DATA_RECIPE}, sort_keys=True)
+    ident = json.dumps({k: getattr(cfg, k) for k in keys} | folders | {"split": split, "recipe": DATA_RECIPE, "plan": _plan_digest(cfg)}, sort_keys=True)
     if cfg.arch == "embedding":
         ident += hashlib.sha256(FRONTEND.read_bytes()).hexdigest()
     return work / f"windows_{split}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npz"
