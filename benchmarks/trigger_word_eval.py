@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from apps.trigger_word import data as D  # noqa: E402
 from apps.trigger_word import dataset as S  # noqa: E402
 from apps.trigger_word.eval import evaluate  # noqa: E402
-from apps.trigger_word.train import TrainConfig  # noqa: E402
+from apps.trigger_word.train import TrainConfig, corpus_config  # noqa: E402
 from sdk.console import table  # noqa: E402
 
 DEFAULT = Path(__file__).resolve().parents[1] / "apps" / "trigger_word" / "models" / "activate_int8.tflite"
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=cfg.test_minutes, help="minutes of the espeak-ng stress set (the others scale with it)")
     args = ap.parse_args(argv)
     cache = Path(args.work).expanduser() / "cache"
-    corpus = D.synthesize(D.CorpusConfig(word=args.word, seed=args.seed), cache)
+    corpus = D.synthesize(corpus_config(TrainConfig(word=args.word, seed=args.seed)), cache)  # the recipe's speech
     sets = {f"validation {k}": v for k, v in S.validation_sets(corpus, args.word, args.seed, cfg.val_minutes).items()}
     sets |= S.test_sets(corpus, args.word, args.seed, args.minutes)
     rows = []

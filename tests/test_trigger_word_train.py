@@ -6,6 +6,8 @@ Real espeak-ng and a real converter child process; models are tiny and train a f
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,3 +382,28 @@ def test_train_rejects_bad_counts_before_any_work(tmp_path, capsys, option) -> N
     err = capsys.readouterr().err
     assert option[0] in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_the_recipe(tmp_path) -> None:
+    """A killed ``edgesdk train`` leaves no worker training on (they were orphaned and ran for minutes)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pids = tmp_path / "pids"
+    code = ("import os, sys, time; sys.path.insert(0, '.'); from apps.trigger_word.jobs import run_jobs; "
+            f"run_jobs(os.system, [('echo $PPID >> {pids}; sleep 20',), ('echo $PPID >> {pids}; sleep 20',)], 2)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    deadline = time.time() + 60
+    while time.time() < deadline and (not pids.is_file() or len(pids.read_text().split()) < 2):
+        time.sleep(0.2)
+    workers = [int(p) for p in pids.read_text().split()]
+    assert len(workers) == 2 and parent.pid not in workers
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2] for w in workers):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2] for w in workers)

@@ -59,12 +59,20 @@ def tune_malloc() -> None:
     mallopt(m_top_pad, 256 << 20)
 
 
+def _worker_init() -> None:
+    """A worker's start: it dies with the recipe (a killed ``edgesdk train`` leaves no training behind) and tunes its allocator."""
+    from converters._child import die_with_parent
+
+    die_with_parent()
+    tune_malloc()
+
+
 def run_jobs(fn: Callable[..., Any], args: list[tuple], jobs: int, **local: Any) -> list[Any]:
     """``[fn(*a) for a in args]``, ``jobs`` at a time in worker processes.
 
-    Workers are spawned (fresh interpreters: no TensorFlow or interpreter threads forked) and
-    tune their allocator like this process, so ``fn`` must be a module-level function of an
-    importable module (it is pickled by name).
+    Workers are spawned (fresh interpreters: no TensorFlow or interpreter threads forked), tune
+    their allocator like this process and are killed when it dies (Linux), so ``fn`` must be a
+    module-level function of an importable module (it is pickled by name).
 
     Args:
         fn: the job.
@@ -90,7 +98,7 @@ def run_jobs(fn: Callable[..., Any], args: list[tuple], jobs: int, **local: Any)
     saved = os.environ.get("OPENBLAS_NUM_THREADS")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # read by a worker as it starts
     try:
-        with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn"), initializer=tune_malloc) as pool:
+        with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
             futures = [pool.submit(fn, *a) for a in args]
             return [f.result() for f in futures]
     finally:
