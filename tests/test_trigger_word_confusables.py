@@ -93,7 +93,7 @@ def test_activate_gets_near_words_phrases_and_words_containing_it(words, tmp_pat
     assert "activated" in adv.inside and {"reactivate", "deactivate"} <= set(adv.inside)
     assert all(contains_word(t, "activate") for t in adv.inside) and "activate" not in adv.inside
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"confusables for 'activate': 10 words and 8 phrases by espeak-ng phoneme distance (>= 0.25) over {words}" in line
+    assert f"confusables for 'activate': 10 words and 8 phrases by espeak-ng phoneme distance (>= 0.25, phrases >= 0.34) over {words}" in line
     assert "containing it" in line
 
 

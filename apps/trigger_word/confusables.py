@@ -55,6 +55,9 @@ _PHRASE_REUSE = 2  # phrases a word may appear in, so they are not all "act of .
 # training on them as negatives taught a model to reject positives of engines it never heard
 # (flite: 63 of 100 clean positives detected before, 18 after); "captivate" is 0.25
 MIN_DISTANCE = 0.25
+# phrases are said as one stream of sounds ("pact of ate" is heard as "pactivate"): they keep a
+# wider margin (at 0.25, the model trained with them detected 41 of flite's 100 clean positives)
+PHRASE_MIN_DISTANCE = 0.34
 _LOCK = threading.Lock()  # the espeak-ng library has global state
 
 
@@ -446,8 +449,9 @@ def adversarial(
         n_inside: at most how many words containing the trigger to return.
         seed: breaks ties.
         path: the word list, one word a line; by default ``wamerican``'s.
-        min_distance: words and phrases closer than this to the trigger (normalised phoneme
-            edit distance) are left out: they sound like the trigger itself (:data:`MIN_DISTANCE`).
+        min_distance: words closer than this to the trigger (normalised phoneme edit distance)
+            are left out: they sound like the trigger itself (:data:`MIN_DISTANCE`); phrases keep
+            at least :data:`PHRASE_MIN_DISTANCE`.
 
     Returns:
         The negatives, closest (``inside``: shortest) first.
@@ -470,10 +474,10 @@ def adversarial(
     pool = _Pool(lex, coder, np.array([i for i in order if squash not in lex.words[i] and run not in lex.runs[i]], dtype=np.int64))
     idx, dist = pool.nearest(target, 3 * n_near + 20, slack=max(2, len(target) // 2))
     near = [lex.words[i] for i, d in zip(idx, dist) if d >= min_distance][:n_near]
-    phrases = _phrases(lex, pool, target, squash, n_phrases, min_distance) if n_phrases else []
+    phrases = _phrases(lex, pool, target, squash, n_phrases, max(min_distance, PHRASE_MIN_DISTANCE)) if n_phrases else []
     inside = _inside(lex, parts, per_part, order, n_inside)
     log(
-        f"confusables for {trigger!r}: {len(near)} words and {len(phrases)} phrases by espeak-ng phoneme distance (>= {min_distance:g}) "
+        f"confusables for {trigger!r}: {len(near)} words and {len(phrases)} phrases by espeak-ng phoneme distance (>= {min_distance:g}, phrases >= {max(min_distance, PHRASE_MIN_DISTANCE):g}) "
         f"over {lex.source} ({len(lex.words):,} words), {len(inside)} containing it"
     )
     return Adversarial(tuple(near), tuple(phrases), tuple(inside))

@@ -381,7 +381,7 @@ class CorpusConfig:
     flite_neg: int = 80
     kokoro_voices: int = 120  # Kokoro training voices (random blends of its style packs)
     kokoro_val_voices: int = 24  # Kokoro validation voices (blends drawn apart from the training ones)
-    kokoro_pos: int = 4  # per Kokoro voice
+    kokoro_pos: int = 8  # per Kokoro voice: the most natural-sounding positives
     kokoro_neg: int = 6
     max_variants: int | None = None
     mixed_variants: int = 0  # extra training voices with generated variants (see mixed_variants)

@@ -1,7 +1,8 @@
 """Text material for negatives: confusable words, common words and whole sentences.
 
-Written for this project (no external corpus). The common-word list is the pool from which
-:func:`apps.trigger_word.data.confusables` picks the phonetic neighbours of any trigger word.
+Written for this project (no external corpus). Common words fill the short phrases around a
+confusable (:func:`apps.trigger_word.data.plan_voice`); the phonetic neighbours of any trigger
+word come from a Debian word list (:mod:`apps.trigger_word.confusables`).
 """
 
 from __future__ import annotations
