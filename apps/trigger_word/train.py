@@ -23,6 +23,7 @@ Host side: TensorFlow is imported inside functions only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, replace
@@ -133,13 +134,18 @@ def corpus_config(cfg: TrainConfig) -> Any:
 
 def _plan_digest(cfg: TrainConfig) -> str:
     """SHA-256 of every planned voice and utterance: mixed windows follow the speech, whatever changed it (word list, code)."""
+    return _corpus_digest(corpus_config(cfg), Path(cfg.work).expanduser() / "cache")
+
+
+@functools.cache
+def _corpus_digest(ccfg: Any, cache: Path) -> str:
+    """:func:`_plan_digest` once per corpus and process (members and splits share one plan)."""
     import hashlib
 
     from apps.trigger_word import data as D
 
-    cache = Path(cfg.work).expanduser() / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    return hashlib.sha256(repr(D.plan(corpus_config(cfg), cache)).encode()).hexdigest()
+    return hashlib.sha256(repr(D.plan(ccfg, cache)).encode()).hexdigest()
 
 
 def _inputs(cfg: TrainConfig, quiet: bool = False) -> tuple[Any, list[np.ndarray]]:
